@@ -11,12 +11,26 @@ from ziplm.models import ModelSpec
 hf_logging.set_verbosity_error()
 
 TINY_BERT = ModelSpec(
-    name="tiny-bert", family="bert", source="scratch", hidden_size=32, num_layers=3, num_heads=4,
-    intermediate_size=64, vocab_size=120, max_position_embeddings=64,
+    name="tiny-bert",
+    family="bert",
+    source="scratch",
+    hidden_size=32,
+    num_layers=3,
+    num_heads=4,
+    intermediate_size=64,
+    vocab_size=120,
+    max_position_embeddings=64,
 )
 TINY_GPT2 = ModelSpec(
-    name="tiny-gpt2", family="gpt2", source="scratch", hidden_size=32, num_layers=3, num_heads=4,
-    intermediate_size=64, vocab_size=120, max_position_embeddings=64,
+    name="tiny-gpt2",
+    family="gpt2",
+    source="scratch",
+    hidden_size=32,
+    num_layers=3,
+    num_heads=4,
+    intermediate_size=64,
+    vocab_size=120,
+    max_position_embeddings=64,
 )
 
 

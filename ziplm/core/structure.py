@@ -121,4 +121,6 @@ class Structure:
             layers = data["layers"]
             return cls.from_kept(dims, [la["heads"] for la in layers], [la["neurons"] for la in layers])
         except (KeyError, TypeError) as err:
-            raise ValueError(f"malformed structure record ({err!r}); expected keys 'dims' and 'layers'") from err
+            raise ValueError(
+                f"malformed structure record ({err!r}); expected keys 'dims' and 'layers'"
+            ) from err

@@ -7,7 +7,7 @@ sublayer is skipped *including* its residual-add + LayerNorm.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from torch import nn
 
@@ -37,7 +37,7 @@ class BertAdapter:
         return cast(nn.ModuleList, self._encoder(model).layer)
 
     def dims(self, model: nn.Module) -> ModelDims:
-        c = model.config
+        c: Any = model.config
         return ModelDims(
             num_layers=c.num_hidden_layers,
             num_heads=c.num_attention_heads,
@@ -58,7 +58,7 @@ class BertAdapter:
         record_structure(model, structure)
 
     @staticmethod
-    def _prune_attention(layer: nn.Module, head_positions: list[int], head_dim: int) -> None:
+    def _prune_attention(layer: Any, head_positions: list[int], head_dim: int) -> None:
         if not head_positions:
             layer.attention = SkippedAttention()
             return
@@ -72,7 +72,7 @@ class BertAdapter:
         attn.all_head_size = len(cols)
 
     @staticmethod
-    def _prune_ffn(layer: nn.Module, neuron_positions: list[int]) -> None:
+    def _prune_ffn(layer: Any, neuron_positions: list[int]) -> None:
         if not neuron_positions:
             layer.intermediate = SkippedIntermediate()
             layer.output = SkippedOutput()
@@ -81,7 +81,7 @@ class BertAdapter:
         layer.output.dense = slice_linear(layer.output.dense, neuron_positions, dim=1)
 
     def output_projection(self, model: nn.Module, layer: int, sublayer: Sublayer) -> nn.Module | None:
-        block = self.layers(model)[layer]
+        block: Any = self.layers(model)[layer]
         if sublayer == "attention":
             return None if isinstance(block.attention, SkippedAttention) else block.attention.output.dense
         return None if isinstance(block.output, SkippedOutput) else block.output.dense

@@ -68,7 +68,7 @@ def packaged_gpt2_tokenizer() -> Any:
     return tok
 
 
-def _model_class(family: str, head: Head) -> type:
+def _model_class(family: str, head: Head) -> Any:
     try:
         return getattr(transformers, _CLASSES[family][head])  # type: ignore[no-any-return]
     except KeyError:

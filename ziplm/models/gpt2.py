@@ -7,7 +7,7 @@ removed sublayer drops the residual branch, including its LayerNorm: x -> x.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from torch import nn
 
@@ -34,7 +34,7 @@ class GPT2Adapter:
         return cast(nn.ModuleList, base.h)
 
     def dims(self, model: nn.Module) -> ModelDims:
-        c = model.config
+        c: Any = model.config
         return ModelDims(
             num_layers=c.n_layer,
             num_heads=c.n_head,
@@ -55,7 +55,7 @@ class GPT2Adapter:
         record_structure(model, structure)
 
     @staticmethod
-    def _prune_attention(block: nn.Module, head_positions: list[int], head_dim: int) -> None:
+    def _prune_attention(block: Any, head_positions: list[int], head_dim: int) -> None:
         if not head_positions:
             block.ln_1 = nn.Identity()
             block.attn = ZeroBranch(as_tuple=True)
@@ -71,7 +71,7 @@ class GPT2Adapter:
         attn.num_heads = len(head_positions)
 
     @staticmethod
-    def _prune_mlp(block: nn.Module, neuron_positions: list[int]) -> None:
+    def _prune_mlp(block: Any, neuron_positions: list[int]) -> None:
         if not neuron_positions:
             block.ln_2 = nn.Identity()
             block.mlp = ZeroBranch(as_tuple=False)
@@ -80,6 +80,6 @@ class GPT2Adapter:
         block.mlp.c_proj = slice_conv1d(block.mlp.c_proj, neuron_positions, dim=1)
 
     def output_projection(self, model: nn.Module, layer: int, sublayer: Sublayer) -> nn.Module | None:
-        block = self.layers(model)[layer]
+        block: Any = self.layers(model)[layer]
         branch = block.attn if sublayer == "attention" else block.mlp
         return None if isinstance(branch, ZeroBranch) else cast(nn.Module, branch.c_proj)

@@ -53,6 +53,10 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+def _state(removed: bool) -> str:
+    return "removed" if removed else "kept"
+
+
 def _structure_table(structure: Structure, counts: list[dict[str, int]]) -> str:
     dims = structure.dims
     lines = [
@@ -68,7 +72,7 @@ def _structure_table(structure: Structure, counts: list[dict[str, int]]) -> str:
         lines.append(
             f"| {i} | {len(layer.heads)}/{dims.num_heads} | {list(layer.heads)} | "
             f"{len(layer.neurons)}/{dims.intermediate_size} | "
-            f"{'removed' if layer.attention_removed else 'kept'} | {'removed' if layer.ffn_removed else 'kept'} | "
+            f"{_state(layer.attention_removed)} | {_state(layer.ffn_removed)} | "
             f"{count['attention']:,} | {count['ffn']:,} |"
         )
     return "\n".join(lines) + "\n"
@@ -91,7 +95,9 @@ def _manifest(model: nn.Module, structure: Structure, family: str, weights_sha: 
     }
 
 
-def save_pruned(model: nn.Module, structure: Structure, directory: str | os.PathLike[str], tokenizer: Any = None) -> Path:
+def save_pruned(
+    model: Any, structure: Structure, directory: str | os.PathLike[str], tokenizer: Any = None
+) -> Path:
     """Write a pruned model folder atomically; returns its path.
 
     Args:
@@ -116,7 +122,7 @@ def save_pruned(model: nn.Module, structure: Structure, directory: str | os.Path
     try:
         tmp.mkdir()
         safetensors.torch.save_model(model, str(tmp / WEIGHTS))
-        model.config.save_pretrained(tmp)
+        model.config.save_pretrained(tmp)  # HF config: dense dims + ziplm_structure
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         manifest = _manifest(model, structure, adapter.family, _sha256(tmp / WEIGHTS))
@@ -134,9 +140,13 @@ def save_pruned(model: nn.Module, structure: Structure, directory: str | os.Path
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a directory; expected a folder written by ziplm.models.save_pruned")
+        raise FileNotFoundError(
+            f"{folder} is not a directory; expected a folder written by ziplm.models.save_pruned"
+        )
     if not (folder / MANIFEST).is_file():
-        raise ValueError(f"{folder} is not a ziplm model folder (no {MANIFEST}); save one with ziplm.models.save_pruned")
+        raise ValueError(
+            f"{folder} is not a ziplm model folder (no {MANIFEST}); save one with ziplm.models.save_pruned"
+        )
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if missing:
         raise ValueError(f"{folder} is a partial ziplm model folder: missing {missing}; save it again")
@@ -165,14 +175,18 @@ def load_pruned(directory: str | os.PathLike[str], device: str = "cpu") -> nn.Mo
     folder = Path(directory)
     manifest = _read_manifest(folder)
     if _sha256(folder / WEIGHTS) != manifest["weights_sha256"]:
-        raise ValueError(f"{folder / WEIGHTS} is corrupt: its checksum does not match {MANIFEST}; save it again")
+        raise ValueError(
+            f"{folder / WEIGHTS} is corrupt: its checksum does not match {MANIFEST}; save it again"
+        )
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as err:
         raise ValueError(f"{folder / 'config.json'} is corrupt or unreadable: {err}") from err
     record = getattr(config, STRUCTURE_CONFIG_KEY, None)
     if not record:
-        raise ValueError(f"{folder / 'config.json'} has no {STRUCTURE_CONFIG_KEY!r}; it was not saved by ziplm")
+        raise ValueError(
+            f"{folder / 'config.json'} has no {STRUCTURE_CONFIG_KEY!r}; it was not saved by ziplm"
+        )
     structure = Structure.from_dict(record)
     model_cls = getattr(transformers, manifest["architecture"], None)
     if model_cls is None:
@@ -186,6 +200,7 @@ def load_pruned(directory: str | os.PathLike[str], device: str = "cpu") -> nn.Mo
     missing = _untied_missing(model, missing)
     if missing or unexpected:
         raise ValueError(
-            f"{folder / WEIGHTS} does not match the saved structure: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"{folder / WEIGHTS} does not match the saved structure: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     return model.to(device).eval()

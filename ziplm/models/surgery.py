@@ -36,7 +36,7 @@ def slice_linear(linear: nn.Linear, ids: Sequence[int], dim: int) -> nn.Linear:
     return new
 
 
-def slice_conv1d(conv: nn.Module, ids: Sequence[int], dim: int) -> nn.Module:
+def slice_conv1d(conv: Any, ids: Sequence[int], dim: int) -> nn.Module:
     """Slice HF's Conv1D (weight stored (d_in, d_out)): dim=0 keeps outputs, dim=1 keeps inputs.
 
     `dim` follows nn.Linear semantics so callers need not think about the transposed storage.
