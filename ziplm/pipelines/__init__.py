@@ -52,7 +52,9 @@ COMMANDS: dict[str, Command] = {
     for c in (
         Command("run", _SMOKE, "the main job: prune a model into a speedup family (default command)"),
         Command("prune", f"{_STUBS}:prune", "build the ZipLM family for the configured targets", issue=5),
-        Command("latency", f"{_STUBS}:latency", "measure the latency table of an inference environment", issue=4),
+        Command(
+            "latency", f"{_STUBS}:latency", "measure the latency table of an inference environment", issue=4
+        ),
         Command("eval", f"{_STUBS}:evaluate", "evaluate a dense or pruned model on the task", issue=5),
         Command("report", f"{_STUBS}:report", "tables and plots from finished runs", issue=6),
         Command("export", f"{_STUBS}:export", "export a family member (safetensors, ONNX)", issue=7),
