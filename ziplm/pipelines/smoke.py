@@ -12,13 +12,12 @@ import time
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
 from ziplm.core.structure import ModelDims, Structure
 from ziplm.models import (
-    ModelSpec,
     adapter_for,
     build_model,
     build_tokenizer,
@@ -27,12 +26,8 @@ from ziplm.models import (
     load_pruned,
     save_pruned,
 )
+from ziplm.pipelines.common import model_spec
 from ziplm.pipelines.outputs import run_dir
-
-
-def model_spec(cfg: DictConfig) -> ModelSpec:
-    """Flatten the ``model`` config group into the typed spec the model layer takes."""
-    return ModelSpec(**OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
 
 
 def _norm_structure(model: torch.nn.Module, keep_fraction: float, drop_last_ffn: bool) -> Structure:

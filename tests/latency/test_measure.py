@@ -1,0 +1,83 @@
+"""Latency measurement on tiny models: complete tables, fingerprints, caching, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY_BERT, TINY_GPT2
+from ziplm.core.latency import LatencyTable, LatencyTableMismatchError
+from ziplm.core.timing import measure
+from ziplm.latency import cache as latency_cache
+from ziplm.latency.measure import Environment, environment_fingerprint, measure_latency_table
+from ziplm.models import build_model
+from ziplm.models.build import ModelSpec
+
+QUICK = Environment(batch_size=2, seq_length=8, warmup=1, repetitions=3, max_seconds_per_entry=0.5)
+
+
+def test_measure_repeats_within_bounds() -> None:
+    calls = []
+    timing = measure(lambda: calls.append(1), warmup=2, min_repetitions=5, max_repetitions=7, max_seconds=5)
+    assert 5 <= timing.repetitions <= 7 and len(calls) == 2 + timing.repetitions
+    assert timing.median >= 0
+    with pytest.raises(ValueError, match="min_repetitions"):
+        measure(lambda: None, min_repetitions=0)
+
+
+@pytest.mark.parametrize("spec", [TINY_BERT, TINY_GPT2])
+def test_table_has_every_level_and_the_environment(spec: ModelSpec) -> None:
+    model = build_model(spec, "base")
+    table = measure_latency_table(model, QUICK, [4, 2, 0], [64, 32, 0], show_progress=False)
+    assert sorted(table.attention) == [0, 2, 4] and sorted(table.ffn) == [0, 32, 64]
+    assert all(t > 0 for t in [table.base_time, table.attention[4], table.ffn[64]])
+    env = table.environment
+    assert (env["batch_size"], env["seq_length"], env["dtype"], env["engine"]) == (2, 8, "float32", "eager")
+    assert env["dims"]["num_heads"] == 4 and env["head_levels"] == [4, 2, 0]
+    assert env["threads"] == torch.get_num_threads() and env["device_name"]
+
+
+def test_cache_reuses_and_refuses_other_environments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = build_model(TINY_BERT, "base")
+    table, path, cached = latency_cache.load_or_measure(model, QUICK, [4, 0], [64, 0], tmp_path, False)
+    assert not cached and path.is_file()
+
+    def must_not_measure(*_: object, **__: object) -> None:
+        raise AssertionError("a cached table was measured again")
+
+    monkeypatch.setattr(latency_cache, "measure_latency_table", must_not_measure)
+    again, same_path, cached = latency_cache.load_or_measure(model, QUICK, [4, 0], [64, 0], tmp_path, False)
+    assert cached and same_path == path and again.base_time == table.base_time
+    # A table measured at another batch size must not be used for this run.
+    other = Environment(batch_size=64, seq_length=8)
+    with pytest.raises(LatencyTableMismatchError, match="batch_size: table=2 run=64"):
+        LatencyTable.load(path, expected_environment=environment_fingerprint(other, model, [4, 0], [64, 0]))
+
+
+def test_corrupt_cached_table_is_an_error(tmp_path: Path) -> None:
+    model = build_model(TINY_BERT, "base")
+    _, path, _ = latency_cache.load_or_measure(model, QUICK, [4, 0], [64, 0], tmp_path, False)
+    data = json.loads(path.read_text())
+    data["base_time"] = data["base_time"] * 2  # hand edit: checksum no longer matches
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="checksum"):
+        latency_cache.load_or_measure(model, QUICK, [4, 0], [64, 0], tmp_path, False)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (Environment(dtype="float8"), "unknown dtype"),
+        (Environment(engine="tensorrt"), "not supported"),
+        (Environment(device="cuda"), "no CUDA device"),
+        (Environment(batch_size=0), "batch_size"),
+    ],
+)
+def test_bad_environments_are_refused(env: Environment, message: str) -> None:
+    if env.device == "cuda" and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ValueError, match=message):
+        measure_latency_table(build_model(TINY_BERT, "base"), env, [4, 0], [64, 0], show_progress=False)

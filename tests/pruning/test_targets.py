@@ -1,0 +1,55 @@
+"""From database errors + latency table to per-layer sizes meeting a target."""
+
+from __future__ import annotations
+
+import pytest
+
+from ziplm.core.latency import LatencyModel, LatencyTable, UnreachableTargetError
+from ziplm.pruning.targets import SearchSpace, level_time, search_target
+
+TABLE = LatencyTable(
+    environment={"device": "test"},
+    base_time=10.0,
+    attention={4: 1.0, 2: 0.6, 0: 0.0},
+    ffn={8: 3.0, 4: 1.6, 0: 0.0},
+)
+LAYERS = 2  # prunable part 2 * (1 + 3) = 8, overhead 2 -> max speedup 5x
+
+
+def _errors(scale: float) -> dict[str, dict[int, float]]:
+    return {"attention": {4: 0.0, 2: 0.1 * scale, 0: 1.0}, "ffn": {8: 0.0, 4: 0.2 * scale, 0: 1.0}}
+
+
+def test_dp_choice_meets_target_and_prefers_insensitive_layer() -> None:
+    space = SearchSpace.build([_errors(1.0), _errors(10.0)], TABLE)
+    latency = LatencyModel(TABLE, LAYERS)
+    choice, result = search_target(space, latency, target=1.5)
+    assert result is None
+    assert latency.speedup(choice) >= 1.5
+    # The second layer is 10x more sensitive: the first one gives up more.
+    assert choice[0][1] <= choice[1][1]
+
+
+def test_spdy_uses_the_task_loss() -> None:
+    space = SearchSpace.build([_errors(1.0), _errors(1.0)], TABLE)
+    latency = LatencyModel(TABLE, LAYERS)
+
+    # The true loss hates pruning layer 0's FFN, which the errors cannot know.
+    def loss(choice: list[tuple[int, int]]) -> float:
+        return 100.0 * (choice[0][1] < 8) + sum(8 - m for _, m in choice) + sum(4 - h for h, _ in choice)
+
+    choice, result = search_target(space, latency, 1.6, loss_fn=loss, random_starts=8, local_steps=8)
+    assert result is not None and choice[0][1] == 8
+    assert result.loss <= result.baseline_loss and latency.speedup(choice) >= 1.6
+
+
+def test_unreachable_target_names_the_maximum() -> None:
+    space = SearchSpace.build([_errors(1.0), _errors(1.0)], TABLE)
+    with pytest.raises(UnreachableTargetError, match=r"5\.00×"):
+        search_target(space, LatencyModel(TABLE, LAYERS), target=6.0)
+
+
+def test_level_time_interpolates_between_measured_levels() -> None:
+    assert level_time(TABLE.ffn, 6) == pytest.approx(2.3)
+    with pytest.raises(KeyError, match="outside"):
+        level_time(TABLE.ffn, 9)

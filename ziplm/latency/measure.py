@@ -1,0 +1,181 @@
+"""Measure a latency table: every head level and FFN level timed in isolation, plus the dense model.
+
+The environment (device, dtype, batch, sequence length, threads, engine) is part of the table's
+fingerprint: a table is only valid in the environment it was measured in.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from rich.progress import Progress
+from torch import nn
+
+from ziplm.core.latency import LatencyTable
+from ziplm.core.structure import Structure
+from ziplm.core.timing import Timing, measure
+from ziplm.models.adapter import STRUCTURE_CONFIG_KEY, Sublayer
+from ziplm.models.registry import adapter_for
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+ENGINES = ("eager",)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """An inference environment (typed view of ``conf/hardware/*.yaml``)."""
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int = 1
+    seq_length: int = 128
+    threads: int | None = None
+    engine: str = "eager"
+    warmup: int = 5
+    repetitions: int = 20
+    max_seconds_per_entry: float = 10.0
+
+    def validate(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {sorted(DTYPES)}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine {self.engine!r} is not supported yet; supported: {ENGINES}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(
+                f"hardware profile asks for device {self.device!r} but no CUDA device is visible"
+            )
+        if self.device == "cpu" and self.dtype == "float16":
+            raise ValueError("float16 on CPU is not a deployment environment; use float32 or bfloat16")
+        if self.batch_size < 1 or self.seq_length < 1:
+            raise ValueError(
+                f"batch_size and seq_length must be >= 1, got {self.batch_size}, {self.seq_length}"
+            )
+
+    def apply(self) -> None:
+        """Set process-wide state the timings depend on (CPU threads)."""
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment_fingerprint(
+    env: Environment, model: nn.Module, head_levels: Sequence[int], ffn_levels: Sequence[int]
+) -> dict[str, Any]:
+    """Everything a table's timings depend on; compared key by key when a table is reused."""
+    env.apply()
+    fields = asdict(env)
+    for key in ("warmup", "repetitions", "max_seconds_per_entry"):
+        fields.pop(key)  # how carefully we measured, not what we measured
+    return {
+        **fields,
+        "threads": torch.get_num_threads() if env.device == "cpu" else None,
+        "device_name": device_name(env.device),
+        "torch": torch.__version__.split("+")[0],
+        "model_type": str(getattr(model.config, "model_type", "")),
+        "dims": adapter_for(model).dims(model).to_dict(),
+        "head_levels": list(head_levels),
+        "ffn_levels": list(ffn_levels),
+    }
+
+
+def one_layer_probe(model: nn.Module) -> nn.Module:
+    """A fresh dense one-layer model with the same dims (weights do not matter for timing)."""
+    config: Any = copy.deepcopy(model.config)
+    config.num_hidden_layers = 1
+    setattr(config, STRUCTURE_CONFIG_KEY, None)
+    return type(model)(config).eval()
+
+
+def _sublayer_timer(
+    probe: nn.Module, sublayer: Sublayer, keep: int, env: Environment
+) -> Callable[[], torch.Tensor]:
+    adapter = adapter_for(probe)
+    dims = adapter.dims(probe)
+    heads = list(range(keep)) if sublayer == "attention" else list(range(dims.num_heads))
+    neurons = list(range(keep)) if sublayer == "ffn" else list(range(dims.intermediate_size))
+    pruned = copy.deepcopy(probe)
+    adapter.apply_structure(pruned, Structure.from_kept(dims, [heads], [neurons]))
+    pruned.to(device=env.device, dtype=DTYPES[env.dtype])
+    x = torch.randn(
+        env.batch_size, env.seq_length, dims.hidden_size, device=env.device, dtype=DTYPES[env.dtype]
+    )
+    forward = adapter.sublayer_forward(pruned, 0, sublayer)
+    return lambda: forward(x)
+
+
+def _time(fn: Callable[[], object], env: Environment) -> Timing:
+    return measure(
+        fn,
+        device=env.device,
+        warmup=env.warmup,
+        min_repetitions=env.repetitions,
+        max_repetitions=max(env.repetitions, 10 * env.repetitions),
+        max_seconds=env.max_seconds_per_entry,
+    )
+
+
+def model_timer(model: nn.Module, env: Environment) -> Callable[[], object]:
+    """A zero-argument call of the whole model on a random batch of the environment's shape."""
+    model = model.to(device=env.device, dtype=DTYPES[env.dtype]).eval()
+    vocab = int(getattr(model.config, "vocab_size", 0))
+    ids = torch.randint(0, vocab, (env.batch_size, env.seq_length), device=env.device)
+    mask = torch.ones_like(ids)
+    return lambda: model(input_ids=ids, attention_mask=mask)
+
+
+def measure_model(model: nn.Module, env: Environment) -> Timing:
+    """End-to-end median time of `model` in `env`."""
+    env.apply()
+    return _time(model_timer(model, env), env)
+
+
+def measure_latency_table(
+    model: nn.Module,
+    env: Environment,
+    head_levels: Sequence[int],
+    ffn_levels: Sequence[int],
+    show_progress: bool = True,
+) -> LatencyTable:
+    """Time one attention block per head level, one FFN block per neuron level, and the dense model."""
+    env.validate()
+    fingerprint = environment_fingerprint(env, model, head_levels, ffn_levels)
+    probe = one_layer_probe(model)
+    timings: dict[str, dict[int, Timing]] = {"attention": {}, "ffn": {}}
+    jobs: list[tuple[Sublayer, int]] = [("attention", k) for k in head_levels] + [
+        ("ffn", m) for m in ffn_levels
+    ]
+    with Progress(disable=not show_progress, transient=True) as progress:
+        task = progress.add_task("latency table", total=len(jobs) + 1)
+        base = measure_model(copy.deepcopy(model), env)
+        progress.advance(task)
+        for sublayer, keep in jobs:
+            timings[sublayer][keep] = _time(_sublayer_timer(probe, sublayer, keep, env), env)
+            progress.advance(task)
+    return LatencyTable(
+        environment=fingerprint,
+        base_time=base.median,
+        attention={k: t.median for k, t in timings["attention"].items()},
+        ffn={k: t.median for k, t in timings["ffn"].items()},
+        metadata={
+            "base": base.to_dict(),
+            "attention": {str(k): t.to_dict() for k, t in timings["attention"].items()},
+            "ffn": {str(k): t.to_dict() for k, t in timings["ffn"].items()},
+        },
+    )

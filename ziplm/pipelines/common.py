@@ -1,0 +1,43 @@
+"""Flattening the composed Hydra config into the typed objects the layers below take."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ziplm.latency.measure import Environment
+from ziplm.models.build import Head, ModelSpec
+
+_HEADS: dict[str, Head] = {
+    "classification": "classification",
+    "regression": "classification",
+    "qa": "qa",
+    "lm": "lm",
+}
+
+
+def to_dict(node: Any) -> dict[str, Any]:
+    container = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(container, dict)
+    return {str(k): v for k, v in container.items()}
+
+
+def model_spec(cfg: DictConfig) -> ModelSpec:
+    """The ``model`` group as a `ModelSpec`."""
+    return ModelSpec(**to_dict(cfg.model))
+
+
+def environment(cfg: DictConfig) -> Environment:
+    """The ``hardware`` group as an `Environment` (its ``name`` is a label, not part of the timing)."""
+    fields = to_dict(cfg.hardware)
+    fields.pop("name", None)
+    return Environment(**fields)
+
+
+def task_head(cfg: DictConfig) -> Head:
+    """Which model head the configured task needs."""
+    kind = str(cfg.task.kind)
+    if kind not in _HEADS:
+        raise ValueError(f"task {cfg.task.name!r} has unknown kind {kind!r}; known kinds: {sorted(_HEADS)}")
+    return _HEADS[kind]
