@@ -65,15 +65,20 @@ def test_unknown_command_exits_2_with_the_list() -> None:
 
 
 def test_stub_command_exits_1_with_one_clear_line(tmp_path: Path) -> None:
-    result = _run("prune", f"output_root={tmp_path}")
+    result = _run("export", f"output_root={tmp_path}")
     assert result.returncode == 1
-    assert "ziplm prune is not implemented yet (issue 5" in result.stderr
+    assert "ziplm export is not implemented yet (issue 7" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize(
-    "command", [c for c in COMMANDS.values() if c.issue is not None], ids=lambda c: c.name
-)
+def test_bad_input_is_one_clear_line_without_traceback(tmp_path: Path) -> None:
+    result = _run("run", "experiment=smoke", "schedule.targets=[]", f"output_root={tmp_path}")
+    assert result.returncode == 1
+    assert "error: ValueError: schedule 'oneshot' has an empty target list" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS.values() if c.issue is not None], ids=lambda c: c.name)
 def test_every_stub_names_its_issue(command: Command) -> None:
     with pytest.raises(CommandNotReadyError, match=rf"not implemented yet \(issue {command.issue}: "):
         command.load()(OmegaConf.create())
@@ -97,9 +102,7 @@ def test_dispatch_passes_the_composed_config(tmp_path: Path) -> None:
 
 
 def test_multirun_passes_through(tmp_path: Path) -> None:
-    result = _run(
-        "-m", "experiment=smoke", "hardware=cpu,cpu-latency", f"output_root={tmp_path}", code=PRINT_RUN
-    )
+    result = _run("-m", "experiment=smoke", "hardware=cpu,cpu-latency", f"output_root={tmp_path}", code=PRINT_RUN)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("'command': 'run'") == 2
     (sweep_dir,) = (tmp_path / "multirun" / "smoke").iterdir()

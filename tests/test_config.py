@@ -14,9 +14,7 @@ from ziplm.config.paths import CONF_DIR, EXPERIMENTS_DIR, compose
 from ziplm.config.schema import GROUP_SCHEMAS
 
 GROUP_OPTIONS = [
-    (group, path.stem)
-    for group in sorted(GROUP_SCHEMAS)
-    for path in sorted((CONF_DIR / group).glob("*.yaml"))
+    (group, path.stem) for group in sorted(GROUP_SCHEMAS) for path in sorted((CONF_DIR / group).glob("*.yaml"))
 ]
 EXPERIMENTS = sorted(EXPERIMENTS_DIR.glob("*.yaml"))
 NAMED_GROUPS = {"model", "task", "hardware", "schedule"}  # their schemas carry a `name`

@@ -7,6 +7,7 @@ after it goes to Hydra unchanged (overrides, ``-m/--multirun``, ``--cfg job``, `
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -56,6 +57,13 @@ def _run_with_hydra(command: Command, args: list[str]) -> None:
         except CommandNotReadyError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(1) from None  # SystemExit passes through Hydra's error reporting
+        except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
+            # Bad input (config values, data, files, missing packages) is reported as one clear line;
+            # HYDRA_FULL_ERROR=1 shows the traceback instead.
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
 
     entry = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(dispatch)
     saved_argv = sys.argv

@@ -34,9 +34,7 @@ def _random_instance(
     return errors, times, weights
 
 
-def _brute_force(
-    errors: list[list[float]], costs: list[list[float]], limit: float, weights: list[float]
-) -> float:
+def _brute_force(errors: list[list[float]], costs: list[list[float]], limit: float, weights: list[float]) -> float:
     """Minimum weighted error over all option combinations with Σ cost ≤ limit (inf if none)."""
     best = math.inf
     for combo in itertools.product(*(range(len(e)) for e in errors)):
@@ -206,9 +204,7 @@ def test_spdy_log_is_reproducible_budget_safe_cached_and_serialisable() -> None:
     assert first.log[0].alpha == [1.0] * 8 and first.log[0].accepted
 
     for candidate in first.log:
-        assert candidate.predicted_time == pytest.approx(
-            sum(times[u][s] for u, s in enumerate(candidate.choice))
-        )
+        assert candidate.predicted_time == pytest.approx(sum(times[u][s] for u, s in enumerate(candidate.choice)))
         assert candidate.predicted_time <= budget * (1 + 1e-12)
         assert dp_search(errors, times, budget, weights=candidate.alpha) == candidate.choice
 

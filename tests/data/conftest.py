@@ -20,8 +20,6 @@ def bert_tokenizer() -> Any:
 @pytest.fixture(scope="session")
 def gpt2_tokenizer() -> Any:
     try:
-        return build_tokenizer(
-            ModelSpec(name="tiny-gpt2", family="gpt2", source="scratch", tokenizer="packaged:gpt2")
-        )
+        return build_tokenizer(ModelSpec(name="tiny-gpt2", family="gpt2", source="scratch", tokenizer="packaged:gpt2"))
     except ImportError as err:
         pytest.skip(str(err))

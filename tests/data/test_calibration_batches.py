@@ -36,17 +36,13 @@ def test_batches_are_deterministic_per_seed_and_hold_no_labels(train_features: d
     assert [b["input_ids"].shape for b in first] == [(4, 16), (4, 16), (2, 16)]
     assert all(set(b) == {"input_ids", "attention_mask", "token_type_ids"} for b in first)
     assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, again, strict=True))
-    assert not torch.equal(
-        torch.cat([b["input_ids"] for b in first]), torch.cat([b["input_ids"] for b in other])
-    )
+    assert not torch.equal(torch.cat([b["input_ids"] for b in first]), torch.cat([b["input_ids"] for b in other]))
     drawn = torch.cat([b["input_ids"] for b in first])
     assert len({tuple(row.tolist()) for row in drawn}) == 10  # drawn without replacement
 
 
 def test_lm_blocks_give_inputs_without_token_types(gpt2_tokenizer: Any) -> None:
-    task = TaskSpec(
-        name="tiny-lm", kind="lm", metric="perplexity", text_keys=("text",), max_seq_length=32, stride=16
-    )
+    task = TaskSpec(name="tiny-lm", kind="lm", metric="perplexity", text_keys=("text",), max_seq_length=32, stride=16)
     blocks = build_features(load_splits(task)["train"], gpt2_tokenizer, task, train=True)
     batches = calibration_batches(blocks, num_samples=8, batch_size=8, seed=0)
     assert len(batches) == 1 and set(batches[0]) == {"input_ids", "attention_mask"}

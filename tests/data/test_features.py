@@ -40,9 +40,7 @@ def test_single_text_classification_features(bert_tokenizer: Any) -> None:
     assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == list(raw["label"][:8])
     assert (batch["input_ids"][:, 0] == bert_tokenizer.cls_token_id).all()
     assert int(batch["token_type_ids"].sum()) == 0
-    first = bert_tokenizer.decode(
-        batch["input_ids"][0][batch["attention_mask"][0].bool()], skip_special_tokens=True
-    )
+    first = bert_tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()], skip_special_tokens=True)
     assert first.replace(" .", ".") == raw[0]["text"]
 
 
@@ -63,9 +61,7 @@ def test_truncation_and_gpt2_padding(gpt2_tokenizer: Any) -> None:
 
 
 def test_lm_blocks_concatenate_rows_into_full_blocks(gpt2_tokenizer: Any) -> None:
-    task = TaskSpec(
-        name="tiny-lm", kind="lm", metric="perplexity", text_keys=("text",), max_seq_length=32, stride=16
-    )
+    task = TaskSpec(name="tiny-lm", kind="lm", metric="perplexity", text_keys=("text",), max_seq_length=32, stride=16)
     raw = load_splits(task)["train"]
     blocks = build_features(raw, gpt2_tokenizer, task, train=True)
     batch = blocks[:]

@@ -47,9 +47,7 @@ def test_invalid_windows_fail() -> None:
 
 
 def test_padded_eval_windows_give_the_exact_perplexity(gpt2_tokenizer: Any) -> None:
-    rows = datasets.Dataset.from_dict(
-        {"text": ["The cat sat on the mat.", "A dog ran to the park and back."]}
-    )
+    rows = datasets.Dataset.from_dict({"text": ["The cat sat on the mat.", "A dog ran to the park and back."]})
     stream = lm_token_stream(rows, gpt2_tokenizer, "text")
     windows = lm_eval_windows(rows, gpt2_tokenizer, "text", max_length=8, stride=3)
     batch = windows[:]

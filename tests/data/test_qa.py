@@ -84,9 +84,7 @@ def test_train_windows_point_at_the_answer_or_cls(bert_tokenizer: Any) -> None:
     batch = features[:]
     assert batch["input_ids"].shape[1] == 48
     found = []
-    for ids, start, end in zip(
-        batch["input_ids"], batch["start_positions"], batch["end_positions"], strict=True
-    ):
+    for ids, start, end in zip(batch["input_ids"], batch["start_positions"], batch["end_positions"], strict=True):
         if start == 0:
             assert end == 0  # answer outside this window: CLS
         else:

@@ -39,9 +39,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> str:
 
 def test_local_csv_with_string_labels_is_encoded(tmp_path: Path) -> None:
     files = {
-        "train": _write_csv(
-            tmp_path / "train.csv", "sentence,label", ["good film,pos", "bad film,neg", "ok,pos"]
-        ),
+        "train": _write_csv(tmp_path / "train.csv", "sentence,label", ["good film,pos", "bad film,neg", "ok,pos"]),
         "validation": _write_csv(tmp_path / "dev.csv", "sentence,label", ["great,pos", "awful,neg"]),
     }
     splits = load_splits(_cls_task(name="mine", text_keys=("sentence",), data_files=files))
@@ -76,9 +74,7 @@ def test_local_file_with_wrong_columns_names_expected_and_found(tmp_path: Path) 
         "train": _write_csv(tmp_path / "t.csv", "text,target", ["a,0", "b,1"]),
         "validation": _write_csv(tmp_path / "v.csv", "text,target", ["a,0"]),
     }
-    with pytest.raises(
-        ValueError, match=r"lacks column\(s\) \['label'\]: expected \['text', 'label'\], found"
-    ):
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['label'\]: expected \['text', 'label'\], found"):
         load_splits(_cls_task(name="mine", data_files=files))
 
 
@@ -90,9 +86,7 @@ def test_local_missing_split_lists_the_available_ones(tmp_path: Path) -> None:
 
 def test_local_missing_file_and_unknown_extension(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not found"):
-        load_splits(
-            _cls_task(name="m", data_files={"train": str(tmp_path / "no.csv"), "validation": "x.csv"})
-        )
+        load_splits(_cls_task(name="m", data_files={"train": str(tmp_path / "no.csv"), "validation": "x.csv"}))
     with pytest.raises(ValueError, match=r"unsupported extension '\.xlsx'"):
         load_splits(_cls_task(name="m", data_files={"train": "a.xlsx", "validation": "b.csv"}))
 
@@ -144,9 +138,7 @@ def test_hub_path_calls_load_dataset_and_slices(monkeypatch: pytest.MonkeyPatch)
     assert list(splits) == ["train[:50%]", "validation_matched", "validation_mismatched"]
     assert list(splits["train[:50%]"]["premise"]) == ["p0", "p1", "p2", "p3", "p4"]
 
-    missing = _cls_task(
-        name="mnli", dataset="nyu-mll/glue", subset="mnli", text_keys=("premise",), num_labels=3
-    )
+    missing = _cls_task(name="mnli", dataset="nyu-mll/glue", subset="mnli", text_keys=("premise",), num_labels=3)
     expected = (
         r"split 'validation' not in Hub dataset 'nyu-mll/glue' \(mnli\); "
         r"available: \['train', 'validation_matched', 'validation_mismatched'\]"
@@ -161,9 +153,7 @@ def test_unknown_builtin_lists_the_builtins() -> None:
 
 
 def test_missing_builtin_split_message() -> None:
-    with pytest.raises(
-        ValueError, match=r"split 'test' not in builtin task 'tiny-cls'; available: \['train', 'vali"
-    ):
+    with pytest.raises(ValueError, match=r"split 'test' not in builtin task 'tiny-cls'; available: \['train', 'vali"):
         load_splits(_cls_task(eval_split="test"))
 
 

@@ -27,9 +27,7 @@ def test_binary_f1_reports_accuracy_too() -> None:
 
 def test_matthews_correlation() -> None:
     # Same confusion as above: (TP·TN − FP·FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)) = 1 / sqrt(36).
-    assert compute_metric("matthews", [1, 1, 0, 0, 1], [1, 0, 0, 1, 1]) == pytest.approx(
-        {"matthews": 100 / 6}
-    )
+    assert compute_metric("matthews", [1, 1, 0, 0, 1], [1, 0, 0, 1, 1]) == pytest.approx({"matthews": 100 / 6})
     assert compute_metric("matthews", [0, 1, 0, 1], [0, 1, 0, 1])["matthews"] == pytest.approx(100.0)
     assert compute_metric("matthews", [1, 0, 1, 0], [0, 1, 0, 1])["matthews"] == pytest.approx(-100.0)
 

@@ -21,9 +21,7 @@ MINILM = ModelSpec(name="minilm", family="bert", source="packaged:minilm")
 def _prune_randomly(model: nn.Module, seed: int) -> Structure:
     rng = random.Random(seed)
     dims = adapter_for(model).dims(model)
-    heads = [
-        rng.sample(range(dims.num_heads), rng.randint(0, dims.num_heads)) for _ in range(dims.num_layers)
-    ]
+    heads = [rng.sample(range(dims.num_heads), rng.randint(0, dims.num_heads)) for _ in range(dims.num_layers)]
     neurons = [
         rng.sample(range(dims.intermediate_size), rng.randint(0, dims.intermediate_size))
         for _ in range(dims.num_layers)
@@ -40,9 +38,7 @@ def _forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> tuple[t
     return tuple(v for v in out.values() if isinstance(v, torch.Tensor))
 
 
-@pytest.mark.parametrize(
-    ("spec", "head"), [(TINY_BERT, "classification"), (TINY_BERT, "qa"), (TINY_GPT2, "lm")]
-)
+@pytest.mark.parametrize(("spec", "head"), [(TINY_BERT, "classification"), (TINY_BERT, "qa"), (TINY_GPT2, "lm")])
 def test_round_trip_is_bit_for_bit(tmp_path: Path, spec: ModelSpec, head: str) -> None:
     model = build_model(spec, head, **({"num_labels": 4} if head == "classification" else {})).eval()  # type: ignore[arg-type]
     structure = _prune_randomly(model, seed=3)

@@ -36,9 +36,7 @@ def _outputs(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor | None) -> 
 def _random_partial_structure(model: nn.Module, rng: random.Random) -> Structure:
     """Random kept sets with at least one head and one neuron per layer (no module removal)."""
     dims = adapter_for(model).dims(model)
-    heads = [
-        rng.sample(range(dims.num_heads), rng.randint(1, dims.num_heads)) for _ in range(dims.num_layers)
-    ]
+    heads = [rng.sample(range(dims.num_heads), rng.randint(1, dims.num_heads)) for _ in range(dims.num_layers)]
     neurons = [
         rng.sample(range(dims.intermediate_size), rng.randint(1, dims.intermediate_size))
         for _ in range(dims.num_layers)
@@ -148,9 +146,7 @@ def test_repruning_in_steps_equals_pruning_once(spec: ModelSpec) -> None:
     once = _model(spec, "base")
     steps = copy.deepcopy(once)
     dims = adapter_for(once).dims(once)
-    first = Structure.from_kept(
-        dims, [[0, 1, 3], [1, 2], [0, 1, 2, 3]], [range(40), range(10, 64), range(64)]
-    )
+    first = Structure.from_kept(dims, [[0, 1, 3], [1, 2], [0, 1, 2, 3]], [range(40), range(10, 64), range(64)])
     second = Structure.from_kept(dims, [[1, 3], [], [2]], [range(0, 40, 3), range(20, 30), []])
     adapter_for(steps).apply_structure(steps, first)
     adapter_for(steps).apply_structure(steps, second)
@@ -179,6 +175,4 @@ def test_bad_structures_are_refused_with_a_clear_error() -> None:
         adapter_for(model).apply_structure(model, Structure.dense(wider))
     adapter_for(model).apply_structure(model, Structure.from_kept(dims, [[0], [0], [0]], [full, full, full]))
     with pytest.raises(ValueError, match="already pruned away"):
-        adapter_for(model).apply_structure(
-            model, Structure.from_kept(dims, [[1], [0], [0]], [full, full, full])
-        )
+        adapter_for(model).apply_structure(model, Structure.from_kept(dims, [[1], [0], [0]], [full, full, full]))

@@ -91,6 +91,10 @@ class ScheduleConfig:
     ffn_round_to: int = 1
     spdy_random_starts: int = 10
     spdy_local_steps: int = 10
+    spdy_loss_samples: int = 64  # labelled training samples scoring each SPDY candidate (task loss)
+    teacher_epochs: float = 1.0  # fine-tuning of the dense teacher (cached; skipped when cached)
+    teacher_learning_rate: float = 1e-4
+    speedup_rounds: int = 10  # interleaved dense/pruned timings per member for the measured speedup
     distill_task: float = 0.0
     distill_logit: float = 1.0
     distill_token: float = 1.0

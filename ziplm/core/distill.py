@@ -53,7 +53,10 @@ def token_distillation_loss(
 
 
 def logit_distillation_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, mask: torch.Tensor | None = None
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """KL(softmax(z_t/T) ‖ softmax(z_s/T)) · T², averaged over positions (masked for token-level logits).
 

@@ -156,9 +156,7 @@ class LatencyTable:
             raise
 
     @classmethod
-    def load(
-        cls, path: str | os.PathLike[str], expected_environment: dict[str, Any] | None = None
-    ) -> LatencyTable:
+    def load(cls, path: str | os.PathLike[str], expected_environment: dict[str, Any] | None = None) -> LatencyTable:
         """Read a table written by `save`, verifying its checksum, times and (optionally) environment.
 
         Args:
@@ -173,8 +171,7 @@ class LatencyTable:
         source = Path(path)
         if not source.is_file():
             raise FileNotFoundError(
-                f"no latency table at {source}; measure one for this model and hardware with "
-                f"`{_HOW_TO_MEASURE}`"
+                f"no latency table at {source}; measure one for this model and hardware with `{_HOW_TO_MEASURE}`"
             )
         table = cls._parse(source)
         if expected_environment is not None:
@@ -185,8 +182,7 @@ class LatencyTable:
     def _parse(cls, source: Path) -> LatencyTable:
         def corrupt(problem: str) -> CorruptLatencyTableError:
             return CorruptLatencyTableError(
-                f"latency table {source} is corrupt: {problem}; delete it and re-measure with "
-                f"`{_HOW_TO_MEASURE}`"
+                f"latency table {source} is corrupt: {problem}; delete it and re-measure with `{_HOW_TO_MEASURE}`"
             )
 
         try:

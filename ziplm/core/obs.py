@@ -7,27 +7,25 @@ Hessian ``H = mean(2 x xᵀ)`` and ``Hinv = H⁻¹``, removing group ``M`` (``B 
 ``W ← W − W[:, M] B⁻¹ Hinv[M, :]``; ``Hinv ← Hinv − Hinv[:, M] B⁻¹ Hinv[M, :]`` then equals the inverse
 of the Hessian restricted to the remaining columns. Groups are removed greedily, one at a time.
 
-How it is made fast (the textbook loop rewrites the full ``Hinv`` and ``W`` every step; for a 3072-wide
-FC2 that is ~3.6 minutes on two CPU cores):
+How it is made fast (the textbook loop rewrites all of ``Hinv`` and ``W`` every step: ~3.6 minutes for
+one 3072-wide FC2 on two CPU cores; this solver takes a few seconds, see benchmarks/obs_solver_speed.py):
 
-* **Scores without W.** ``ρ_M = tr(B⁻¹ P[M, M])`` with ``P = Wᵀ W`` (d_in, d_in). Each OBS step changes
-  ``Hinv`` by ``−Uᵀ U`` and ``P`` by ``−(Uᵀ Z + Zᵀ U)`` (U, Z: g × d_in, g = group size), so the scores
-  need only the diagonal g × g blocks of ``Hinv`` and ``P``, maintained in O(d_in · g²) per step.
-* **Lazy (blocked) updates.** The low-rank factors are appended to buffers and only the rows of the
-  removed group are formed per step (a small matrix-vector product). Every ``rank_budget`` removed
-  columns the accumulated updates are applied to ``Hinv``, ``P`` and ``W`` with one matrix-matrix product
-  each, which runs at BLAS-3 speed instead of being memory bound.
-* **Compaction.** At each of those flushes the removed columns are physically dropped, so the work
-  shrinks quadratically as pruning proceeds.
+* **Scores without W.** ``ρ_M = tr(B⁻¹ P[M, M])`` with ``P = Wᵀ W``. One step changes ``Hinv`` by
+  ``−Uᵀ U`` and ``P`` by ``−(Uᵀ Z + Zᵀ U)`` (U, Z: g × d_in), so scoring needs only the diagonal g × g
+  blocks of ``Hinv`` and ``P``, kept up to date in O(d_in · g²) per step.
+* **Lazy updates.** U, Z (and W's factor) are appended to buffers; per step only the rows of the removed
+  group are formed (small matrix-vector products). Every ``rank_budget`` removed columns the pending
+  updates are applied with one matrix-matrix product per matrix: BLAS-3 speed, not memory bound.
+* **Compaction.** Removed columns are physically dropped once they are 10 % of the width, so the work
+  shrinks as pruning proceeds.
 
-Everything runs in float64: the Hessians of Transformer activations are badly conditioned, the diagonal
-of ``P`` is maintained by subtraction (cancellation), and the dominant cost is BLAS-3 products where
-float64 is only ~2× slower. Measured accuracy is in ``tests/core/test_obs.py`` and the speed in
-``benchmarks/obs_solver_speed.py``.
+Everything is float64: activation Hessians are badly conditioned, P's diagonal is kept by subtraction
+(cancellation), and the dominant cost is matrix products, where float64 is only ~2× slower than float32.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +34,8 @@ import torch
 
 __all__ = ["ObsLevel", "ObsResult", "group_columns", "prune_groups"]
 
-_DEFAULT_RANK_BUDGET = 128  # columns of pending updates before a flush; measured best for d_in 768–3072
+_DEFAULT_RANK_BUDGET = 64  # columns of pending updates per flush; 64–128 measured best for d_in 3072
+_COMPACT_FRACTION = 0.1  # drop removed columns physically once they are this share of the width
 
 
 @dataclass(frozen=True)
@@ -87,22 +86,18 @@ class ObsResult:
 
 
 def group_columns(groups: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Expands group ids into their column ids.
-
-    Args:
-        groups: (n,) int64 group ids.
-        group_size: Columns per group.
-
-    Returns:
-        (n · group_size,) int64 column ids, group by group.
-    """
+    """Expands (n,) group ids into their (n · group_size,) column ids, group by group."""
     offsets = torch.arange(group_size, device=groups.device)
     return (groups.long()[:, None] * group_size + offsets).reshape(-1)
 
 
-def _validate(
-    W: torch.Tensor, H: torch.Tensor, group_size: int, keep_counts: Sequence[int], damp: float
-) -> list[int]:
+def _all_finite(x: torch.Tensor) -> bool:
+    # A finite sum proves every entry finite (NaN/Inf propagate); only an overflowing sum needs the
+    # elementwise check, which is much slower on large matrices.
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
+def _validate(W: torch.Tensor, H: torch.Tensor, group_size: int, keep_counts: Sequence[int], damp: float) -> list[int]:
     """Checks the inputs of :func:`prune_groups`; returns the keep counts as a list of ints."""
     if W.dim() != 2:
         raise ValueError(f"W must be 2-D (d_out, d_in), got shape {tuple(W.shape)}")
@@ -116,9 +111,9 @@ def _validate(
         raise ValueError(f"group_size={group_size} does not divide d_in={W.shape[1]}")
     if not (isinstance(damp, (int, float)) and math.isfinite(damp) and damp >= 0):
         raise ValueError(f"damp must be a finite number >= 0, got {damp!r}")
-    if not torch.isfinite(W).all():
+    if not _all_finite(W):
         raise ValueError("W contains NaN or Inf")
-    if not torch.isfinite(H).all():
+    if not _all_finite(H):
         raise ValueError("H contains NaN or Inf")
     n_groups = W.shape[1] // group_size
     counts = list(keep_counts)
@@ -127,9 +122,37 @@ def _validate(
     for c in counts:
         if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= n_groups:
             raise ValueError(f"keep count {c!r} is not an int in [0, n_groups={n_groups}]")
-    if any(a <= b for a, b in zip(counts, counts[1:])):
+    if any(a <= b for a, b in itertools.pairwise(counts)):
         raise ValueError(f"keep_counts must be strictly decreasing, got {counts}")
     return counts
+
+
+def _spd_inverse(A: torch.Tensor, leaf: int = 128) -> torch.Tensor:
+    """(n, n) inverse of an (n, n) SPD matrix by recursive 2 × 2 block elimination (ValueError if not PD).
+
+    LAPACK's SPD inverse (``potri``) ran ~7× slower than matrix products on our CPUs (4.7 s vs 0.65 s at
+    n = 3072); this recursion spends ~all of its (4/3)·n³ flops in matrix products. Schur complements of
+    SPD matrices are SPD, so a non-PD input shows up as a failed Cholesky in some leaf of size <= leaf.
+    """
+    n = A.shape[0]
+    if n <= leaf:
+        chol, info = torch.linalg.cholesky_ex(A)
+        if info.item() != 0:
+            raise ValueError("matrix is not positive definite")
+        return torch.cholesky_inverse(chol)
+    m = n // 2
+    top_left, top_right = A[:m, :m], A[:m, m:]
+    inv_tl = _spd_inverse(top_left, leaf)
+    inv_tl_tr = inv_tl @ top_right  # (m, n − m)
+    schur = torch.addmm(A[m:, m:], top_right.T, inv_tl_tr, alpha=-1.0)
+    inv_schur = _spd_inverse(schur, leaf)
+    x = inv_tl_tr @ inv_schur
+    out = torch.empty_like(A)
+    torch.addmm(inv_tl, x, inv_tl_tr.T, out=out[:m, :m])
+    torch.neg(x, out=out[:m, m:])
+    out[m:, :m] = out[:m, m:].T
+    out[m:, m:] = inv_schur
+    return out
 
 
 def _damped_inverse(W: torch.Tensor, H: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,47 +172,61 @@ def _damped_inverse(W: torch.Tensor, H: torch.Tensor, damp: float) -> tuple[torc
     W64[:, dead] = 0.0
     # Damping relative to the mean curvature keeps H⁻¹ well conditioned (tokens ≪ d_in, collinear inputs).
     diag += damp * diag.mean()
-    chol, info = torch.linalg.cholesky_ex(H64)
-    if info.item() != 0:
+    try:
+        return W64, _spd_inverse(H64)
+    except ValueError:
         raise ValueError(
             f"H is not positive definite even after damping (damp={damp}); is it a Hessian of inputs "
             "(symmetric positive semi-definite)? Increasing damp may help."
-        )
-    return W64, torch.cholesky_inverse(chol)
+        ) from None
+
+
+class _Workspace:
+    """Reusable flat float64 storage: fresh multi-MB tensors cost more in page faults than the copy."""
+
+    def __init__(self, like: torch.Tensor, numel: int) -> None:
+        self.flat = like.new_empty(numel)
+
+    def view(self, *shape: int) -> torch.Tensor:
+        return self.flat[: math.prod(shape)].view(*shape)
 
 
 class _LazyObsState:
-    """Hinv, P = WᵀW and W of the alive columns, with pending low-rank updates (see module docstring).
+    """Hinv, P = WᵀW and W of the current columns, with pending low-rank updates (see module docstring).
 
     Current values: ``Hinv_cur = Hinv − Utᵀ Ut``, ``P_cur = P − Utᵀ Zt − Ztᵀ Ut``, ``W_cur = W − Atᵀ Ut``
-    where the buffers ``Ut``, ``Zt`` (k, n) and ``At`` (k, d_out) hold the first k pending rows.
+    where the buffers ``Ut``, ``Zt`` (k, n) and ``At`` (k, d_out) hold the first k pending rows. Removed
+    groups stay in the matrices (masked by ``alive``) until enough of them justify a compaction.
     """
 
     def __init__(self, W: torch.Tensor, Hinv: torch.Tensor, group_size: int, rank_budget: int) -> None:
+        n = W.shape[1]
         self.g = group_size
+        self.capacity = max(rank_budget // group_size, 1) * group_size
         self.W, self.Hinv = W, Hinv
         self.P = W.T @ W
-        self.groups = torch.arange(W.shape[1] // group_size, device=W.device)
-        self.capacity = max(rank_budget // group_size, 1) * group_size
-        self._reset_buffers()
+        # Hinv and P live in the first buffer of their pair; the second receives row-compacted copies.
+        self.spaces = [_Workspace(W, n * n) for _ in range(3)]
+        self.lowrank = [_Workspace(W, self.capacity * n) for _ in range(2)]
+        self.At = W.new_empty(self.capacity, W.shape[0])
+        self.groups = torch.arange(n // group_size, device=W.device)
+        self.alive = torch.ones(len(self.groups), dtype=torch.bool, device=W.device)
+        self._restart()
 
-    def _reset_buffers(self) -> None:
-        n, d_out = self.Hinv.shape[0], self.W.shape[0]
-        self.alive = torch.ones(len(self.groups), dtype=torch.bool, device=self.W.device)
-        self.Ut = self.W.new_empty(self.capacity, n)
-        self.Zt = self.W.new_empty(self.capacity, n)
-        self.At = self.W.new_empty(self.capacity, d_out)
+    def _restart(self) -> None:
+        """Starts an empty batch of pending updates on the current layout."""
+        n = self.Hinv.shape[0]
+        self.Ut, self.Zt = self.lowrank[0].view(self.capacity, n), self.lowrank[1].view(self.capacity, n)
         self.k = 0
         # Diagonal g × g blocks of Hinv_cur and P_cur, one per group: (n_groups, g, g).
-        self.Dh = self._diag_blocks(self.Hinv)
-        self.Dp = self._diag_blocks(self.P)
+        self.Dh, self.Dp = self._diag_blocks(self.Hinv), self._diag_blocks(self.P)
 
     def _diag_blocks(self, M: torch.Tensor) -> torch.Tensor:
         ng, g = len(self.groups), self.g
         return M.reshape(ng, g, ng, g).diagonal(dim1=0, dim2=2).permute(2, 0, 1).clone()
 
     def scores(self) -> torch.Tensor:
-        """(n_groups,) ρ = tr(Hinv[M, M]⁻¹ P[M, M]) per group; +inf for groups removed since the flush."""
+        """(n_groups,) ρ = tr(Hinv[M, M]⁻¹ P[M, M]) per current group; +inf for removed groups."""
         if self.g == 1:
             rho = self.Dp[:, 0, 0] / self.Dh[:, 0, 0]
         else:
@@ -203,31 +240,29 @@ class _LazyObsState:
         return torch.where(self.alive, rho, torch.inf)
 
     def remove(self, i: int) -> float:
-        """Removes group ``i`` (current numbering) with the OBS update; returns its loss increase ρ/2."""
+        """Removes group ``i`` (current numbering) with the OBS update; returns its loss increase ρ/2.
+
+        May flush, which can renumber the groups: recompute :meth:`scores` before the next call.
+        """
         g, k = self.g, self.k
-        if k + g > self.capacity:
-            self.flush()
-            k = 0
         cols = slice(i * g, (i + 1) * g)
         U, Z = self.Ut[:k], self.Zt[:k]
         hrow = self.Hinv[cols] - U[:, cols].T @ U  # (g, n) rows of Hinv_cur
         prow = self.P[cols] - U[:, cols].T @ Z - Z[:, cols].T @ U  # (g, n) rows of P_cur
         wcols = self.W[:, cols] - self.At[:k].T @ U[:, cols]  # (d_out, g) columns of W_cur
-        chol, info = torch.linalg.cholesky_ex(hrow[:, cols])
-        if info.item() != 0:
-            raise FloatingPointError("a block of H⁻¹ lost positive definiteness; increase damp")
-        # With B = L Lᵀ: u = L⁻¹ Hinv[M, :], p = L⁻¹ P[M, :], a = L⁻¹ W[:, M]ᵀ, C = L⁻¹ P[M, M] L⁻ᵀ.
-        # Then Hinv −= uᵀu, W −= aᵀu, P −= uᵀp + pᵀu − uᵀCu = uᵀz + zᵀu with z = p − ½ C u, ρ = tr C.
-        u = torch.linalg.solve_triangular(chol, hrow, upper=False)
-        p = torch.linalg.solve_triangular(chol, prow, upper=False)
-        C = torch.linalg.solve_triangular(chol, p[:, cols].T.contiguous(), upper=False)
+        # With B = Hinv[M, M] = L Lᵀ: u = L⁻¹ Hinv[M, :], p = L⁻¹ P[M, :], a = L⁻¹ W[:, M]ᵀ and
+        # C = L⁻¹ P[M, M] L⁻ᵀ. Then Hinv −= uᵀu, W −= aᵀu and P −= uᵀp + pᵀu − uᵀCu = uᵀz + zᵀu with
+        # z = p − ½ C u; the score is ρ = tr C.
+        u, p, a, C = _whiten(hrow, prow, wcols, cols)
         z = p.sub_(C @ u, alpha=0.5)
         self.Ut[k : k + g] = u
         self.Zt[k : k + g] = z
-        self.At[k : k + g] = torch.linalg.solve_triangular(chol, wcols.T.contiguous(), upper=False)
+        self.At[k : k + g] = a
         self.k = k + g
         self._update_diag_blocks(u, z)
         self.alive[i] = False
+        if self.k + g > self.capacity:  # may renumber the groups, so only between steps
+            self.flush()
         return 0.5 * float(C.diagonal().sum())
 
     def _update_diag_blocks(self, u: torch.Tensor, z: torch.Tensor) -> None:
@@ -242,20 +277,63 @@ class _LazyObsState:
         uz = torch.bmm(ub.transpose(1, 2), zb)
         self.Dp.sub_(uz).sub_(uz.transpose(1, 2))
 
-    def flush(self) -> None:
-        """Applies the pending updates with matrix products and drops the removed columns."""
-        if self.k == 0 and bool(self.alive.all()):
-            return
-        k = self.k
+    def kept_weight(self) -> torch.Tensor:
+        """(d_out, n_alive · g) current weights of the alive columns, pending updates applied."""
         cols = group_columns(self.alive.nonzero().flatten(), self.g)
-        U = self.Ut[:k].index_select(1, cols)
-        Z = self.Zt[:k].index_select(1, cols)
-        self.Hinv = self.Hinv.index_select(0, cols).index_select(1, cols).addmm_(U.T, U, alpha=-1.0)
-        self.P = self.P.index_select(0, cols).index_select(1, cols)
-        self.P.addmm_(torch.cat([U, Z]).T, torch.cat([Z, U]), alpha=-1.0)
-        self.W = self.W.index_select(1, cols).addmm_(self.At[:k].T, U, alpha=-1.0)
+        k = self.k
+        return torch.addmm(self.W[:, cols], self.At[:k].T, self.Ut[:k, cols], alpha=-1.0)
+
+    def flush(self) -> None:
+        """Applies the pending updates with matrix products; compacts once enough groups are gone."""
+        k = self.k
+        if k > 0:
+            U, Z = self.Ut[:k], self.Zt[:k]
+            self.Hinv.addmm_(U.T, U, alpha=-1.0)
+            self.P.addmm_(U.T, Z, alpha=-1.0).addmm_(Z.T, U, alpha=-1.0)
+            self.W.addmm_(self.At[:k].T, U, alpha=-1.0)
+        n_dead = int((~self.alive).sum()) * self.g
+        # Compaction copies both n × n matrices; it pays off once the dead columns are a sizeable share.
+        if n_dead >= _COMPACT_FRACTION * self.Hinv.shape[0]:
+            self._compact()
+        self._restart()
+
+    def _compact(self) -> None:
+        cols = group_columns(self.alive.nonzero().flatten(), self.g)
+        n, m = self.Hinv.shape[0], len(cols)
+        for name in ("Hinv", "P"):
+            rows = self.spaces[2].view(m, n)
+            torch.index_select(getattr(self, name), 0, cols, out=rows)
+            # The matrix's own storage is free again once its rows are copied out.
+            own = self.spaces[0] if name == "Hinv" else self.spaces[1]
+            setattr(self, name, torch.index_select(rows, 1, cols, out=own.view(m, m)))
+        self.W = self.W.index_select(1, cols)
         self.groups = self.groups[self.alive]
-        self._reset_buffers()
+        self.alive = self.alive[self.alive]
+
+
+def _whiten(
+    hrow: torch.Tensor, prow: torch.Tensor, wcols: torch.Tensor, cols: slice
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Multiplies by L⁻¹ where B = hrow[:, cols] = L Lᵀ (a scalar square root for single columns).
+
+    Returns:
+        u = L⁻¹ hrow (g, n), p = L⁻¹ prow (g, n), a = L⁻¹ wcolsᵀ (g, d_out), C = L⁻¹ prow[:, cols] L⁻ᵀ (g, g).
+    """
+    if hrow.shape[0] == 1:
+        b = float(hrow[0, cols.start])
+        if not b > 0:
+            raise FloatingPointError("a diagonal entry of H⁻¹ lost positivity; increase damp")
+        inv_sqrt = 1.0 / math.sqrt(b)
+        p = prow * inv_sqrt
+        return hrow * inv_sqrt, p, wcols.T * inv_sqrt, p[:, cols] * inv_sqrt
+    chol, info = torch.linalg.cholesky_ex(hrow[:, cols])
+    if info.item() != 0:
+        raise FloatingPointError("a block of H⁻¹ lost positive definiteness; increase damp")
+    u = torch.linalg.solve_triangular(chol, hrow, upper=False)
+    p = torch.linalg.solve_triangular(chol, prow, upper=False)
+    a = torch.linalg.solve_triangular(chol, wcols.T.contiguous(), upper=False)
+    C = torch.linalg.solve_triangular(chol, p[:, cols].T.contiguous(), upper=False)
+    return u, p, a, C
 
 
 def prune_groups(
@@ -287,6 +365,7 @@ def prune_groups(
     Raises:
         ValueError: On malformed shapes, group size, keep counts, damping, non-finite inputs, or an H that
             is not positive definite after damping.
+        FloatingPointError: If rounding destroys positive definiteness mid-way (not seen with damp > 0).
     """
     counts = _validate(W, H, group_size, keep_counts, damp)
     if rank_budget < 1:
@@ -302,9 +381,8 @@ def prune_groups(
     n_alive = n_groups
     while True:
         if n_alive in wanted:
-            state.flush()
-            weight = state.W.to(dtype=W.dtype, copy=True)
-            snapshots[n_alive] = ObsLevel(n_alive, state.groups.clone(), weight, total)
+            weight = state.kept_weight().to(dtype=W.dtype)
+            snapshots[n_alive] = ObsLevel(n_alive, state.groups[state.alive], weight, total)
         if n_alive == counts[-1]:
             break
         i = int(torch.argmin(state.scores()))

@@ -85,8 +85,7 @@ class KnapsackProblem:
         # Costs above the whole budget can never be chosen; clipping to buckets + 1 keeps them
         # out of the DP while avoiding int overflow for absurd times.
         self.costs = [
-            np.minimum(np.ceil(t * self.buckets / self.budget), self.buckets + 1).astype(np.int64)
-            for t in self.times
+            np.minimum(np.ceil(t * self.buckets / self.budget), self.buckets + 1).astype(np.int64) for t in self.times
         ]
 
     @property
@@ -299,9 +298,7 @@ class _Evaluator:
         return accepted
 
 
-def _perturb(
-    alpha: npt.NDArray[np.float64], prob: float, rng: np.random.Generator
-) -> npt.NDArray[np.float64]:
+def _perturb(alpha: npt.NDArray[np.float64], prob: float, rng: np.random.Generator) -> npt.NDArray[np.float64]:
     """Resample each coordinate with probability `prob` (at least one, else the step is wasted)."""
     mask = rng.random(alpha.size) < prob
     if not mask.any():

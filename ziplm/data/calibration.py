@@ -15,7 +15,7 @@ from ziplm.data.features import model_input_columns
 
 
 def calibration_batches(
-    train_features: datasets.Dataset, num_samples: int, batch_size: int, seed: int
+    train_features: datasets.Dataset, num_samples: int, batch_size: int, seed: int, with_labels: bool = False
 ) -> list[dict[str, torch.Tensor]]:
     """Draw `num_samples` training rows at random and batch their model inputs.
 
@@ -25,6 +25,7 @@ def calibration_batches(
         num_samples: Rows to draw; if the split is smaller, all rows are used and a warning is issued.
         batch_size: Rows per batch (the last batch may be smaller).
         seed: Seed of the draw: the same seed gives the same rows in the same order.
+        with_labels: Keep the ``labels`` column too (for scoring candidates by task loss).
 
     Returns:
         Batches ``{"input_ids", "attention_mask", ("token_type_ids")}``, each tensor of shape (b, L);
@@ -41,6 +42,8 @@ def calibration_batches(
     if total == 0:
         raise ValueError("cannot draw calibration samples from an empty training split")
     columns = model_input_columns(train_features)
+    if with_labels:  # classification/LM use `labels`, QA `start_positions`/`end_positions`
+        columns += [c for c in ("labels", "start_positions", "end_positions") if c in train_features.column_names]
     if "input_ids" not in columns:
         raise ValueError(f"training features have no input_ids column: {train_features.column_names}")
     if num_samples > total:

@@ -69,9 +69,7 @@ def classification_features(
     return with_torch_format(features, ("labels",))
 
 
-def build_features(
-    dataset: datasets.Dataset, tokenizer: Any, task: TaskSpec, train: bool
-) -> datasets.Dataset:
+def build_features(dataset: datasets.Dataset, tokenizer: Any, task: TaskSpec, train: bool) -> datasets.Dataset:
     """Features of one split of `task` (dispatch on ``task.kind``).
 
     Args:

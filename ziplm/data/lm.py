@@ -68,9 +68,7 @@ def lm_token_stream(dataset: datasets.Dataset, tokenizer: Any, text_key: str) ->
     return torch.tensor(ids, dtype=torch.long)
 
 
-def sliding_windows(
-    ids: torch.Tensor, max_length: int, stride: int
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def sliding_windows(ids: torch.Tensor, max_length: int, stride: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Cut a token stream into perplexity windows (HF's fixed-length model recipe).
 
     Window k covers ``ids[k*stride : k*stride + max_length]``; its labels are -100 on the tokens an

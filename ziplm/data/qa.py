@@ -42,9 +42,7 @@ def _tokenize_windows(
     )
 
 
-def _answer_positions(
-    encoded: Any, i: int, answers: Mapping[str, Sequence[Any]], cls_index: int
-) -> tuple[int, int]:
+def _answer_positions(encoded: Any, i: int, answers: Mapping[str, Sequence[Any]], cls_index: int) -> tuple[int, int]:
     """(start, end) token positions of the first answer in window `i`, or the CLS index twice."""
     if len(answers["answer_start"]) == 0:
         return cls_index, cls_index
@@ -102,9 +100,7 @@ def qa_train_features(
         out = {k: v for k, v in encoded.items() if k not in ("offset_mapping", "overflow_to_sample_mapping")}
         return {**out, "start_positions": starts, "end_positions": ends}
 
-    features = dataset.map(
-        prepare, batched=True, remove_columns=dataset.column_names, desc="QA train windows"
-    )
+    features = dataset.map(prepare, batched=True, remove_columns=dataset.column_names, desc="QA train windows")
     return features.with_format("torch")
 
 
@@ -134,10 +130,7 @@ def qa_eval_features(
             sequence_ids = encoded.sequence_ids(i)
             example_ids.append(str(batch["id"][example]))
             offsets.append(
-                [
-                    o if s == 1 else None
-                    for o, s in zip(encoded["offset_mapping"][i], sequence_ids, strict=True)
-                ]
+                [o if s == 1 else None for o, s in zip(encoded["offset_mapping"][i], sequence_ids, strict=True)]
             )
         out = {k: v for k, v in encoded.items() if k not in ("offset_mapping", "overflow_to_sample_mapping")}
         return {**out, "example_id": example_ids, "offset_mapping": offsets}
@@ -216,8 +209,7 @@ def postprocess_qa(
     for example in _rows(examples):
         example_id, text = str(example["id"]), example[context_key]
         candidates = [
-            _best_span(offsets_of[f], starts[f], ends[f], n_best, max_answer_length)
-            for f in windows_of[example_id]
+            _best_span(offsets_of[f], starts[f], ends[f], n_best, max_answer_length) for f in windows_of[example_id]
         ]
         valid = [c for c in candidates if c is not None]
         predictions[example_id] = text[slice(*max(valid, key=lambda c: c[0])[1])] if valid else ""

@@ -157,9 +157,7 @@ def _encode_class_labels(
     if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
         names = sorted({str(v) for ds in splits.values() for v in ds[key]})
         if len(names) > num_labels:
-            raise ValueError(
-                f"{source}: column {key!r} holds {len(names)} classes {names} > num_labels={num_labels}"
-            )
+            raise ValueError(f"{source}: column {key!r} holds {len(names)} classes {names} > num_labels={num_labels}")
         label_feature = datasets.ClassLabel(names=names)
         splits = {s: ds.cast_column(key, label_feature) for s, ds in splits.items()}
     for spec, dataset in splits.items():

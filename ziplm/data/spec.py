@@ -114,8 +114,7 @@ def _validate(spec: TaskSpec) -> None:
     counts = _TEXT_KEY_COUNTS[spec.kind]
     if len(spec.text_keys) not in counts:
         raise ValueError(
-            f"{where}: kind {spec.kind!r} takes {' or '.join(map(str, counts))} text_keys, "
-            f"got {list(spec.text_keys)}"
+            f"{where}: kind {spec.kind!r} takes {' or '.join(map(str, counts))} text_keys, got {list(spec.text_keys)}"
         )
     if spec.kind != "lm" and not spec.label_key:
         raise ValueError(f"{where}: kind {spec.kind!r} needs a label_key")
@@ -130,9 +129,7 @@ def _validate_lengths(spec: TaskSpec, where: str) -> None:
     if spec.max_seq_length < 2:
         raise ValueError(f"{where}: max_seq_length must be >= 2, got {spec.max_seq_length}")
     if spec.kind == "lm" and not 0 < spec.stride <= spec.max_seq_length:
-        raise ValueError(
-            f"{where}: LM stride must be in [1, max_seq_length={spec.max_seq_length}], got {spec.stride}"
-        )
+        raise ValueError(f"{where}: LM stride must be in [1, max_seq_length={spec.max_seq_length}], got {spec.stride}")
     if spec.kind == "qa" and not 0 < spec.doc_stride < spec.max_seq_length:
         raise ValueError(
             f"{where}: doc_stride must be in [1, max_seq_length={spec.max_seq_length}), got {spec.doc_stride}"

@@ -95,8 +95,7 @@ def _squad(predictions: Mapping[str, str], references: Mapping[str, Sequence[str
     ids = list(references)
     preds = [{"id": i, "prediction_text": predictions.get(i, "")} for i in ids]
     target = [
-        {"id": i, "answers": {"text": list(references[i]), "answer_start": [0] * len(references[i])}}
-        for i in ids
+        {"id": i, "answers": {"text": list(references[i]), "answer_start": [0] * len(references[i])}} for i in ids
     ]
     scores = squad_score(preds, target)
     return {"exact_match": float(scores["exact_match"]), "f1": float(scores["f1"])}
@@ -164,7 +163,5 @@ def summed_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor
     # fp32 log-softmax (fp64 would double a (B*T, 50257) buffer); the per-batch sum is returned in fp64.
     shifted_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
     shifted_labels = labels[:, 1:].reshape(-1)
-    nll = torch.nn.functional.cross_entropy(
-        shifted_logits, shifted_labels, ignore_index=IGNORE_INDEX, reduction="sum"
-    )
+    nll = torch.nn.functional.cross_entropy(shifted_logits, shifted_labels, ignore_index=IGNORE_INDEX, reduction="sum")
     return nll.double(), int((shifted_labels != IGNORE_INDEX).sum())

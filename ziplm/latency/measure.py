@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import platform
+import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -46,15 +48,11 @@ class Environment:
         if self.engine not in ENGINES:
             raise ValueError(f"engine {self.engine!r} is not supported yet; supported: {ENGINES}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(
-                f"hardware profile asks for device {self.device!r} but no CUDA device is visible"
-            )
+            raise ValueError(f"hardware profile asks for device {self.device!r} but no CUDA device is visible")
         if self.device == "cpu" and self.dtype == "float16":
             raise ValueError("float16 on CPU is not a deployment environment; use float32 or bfloat16")
         if self.batch_size < 1 or self.seq_length < 1:
-            raise ValueError(
-                f"batch_size and seq_length must be >= 1, got {self.batch_size}, {self.seq_length}"
-            )
+            raise ValueError(f"batch_size and seq_length must be >= 1, got {self.batch_size}, {self.seq_length}")
 
     def apply(self) -> None:
         """Set process-wide state the timings depend on (CPU threads)."""
@@ -103,9 +101,7 @@ def one_layer_probe(model: nn.Module) -> nn.Module:
     return type(model)(config).eval()
 
 
-def _sublayer_timer(
-    probe: nn.Module, sublayer: Sublayer, keep: int, env: Environment
-) -> Callable[[], torch.Tensor]:
+def _sublayer_timer(probe: nn.Module, sublayer: Sublayer, keep: int, env: Environment) -> Callable[[], torch.Tensor]:
     adapter = adapter_for(probe)
     dims = adapter.dims(probe)
     heads = list(range(keep)) if sublayer == "attention" else list(range(dims.num_heads))
@@ -113,9 +109,7 @@ def _sublayer_timer(
     pruned = copy.deepcopy(probe)
     adapter.apply_structure(pruned, Structure.from_kept(dims, [heads], [neurons]))
     pruned.to(device=env.device, dtype=DTYPES[env.dtype])
-    x = torch.randn(
-        env.batch_size, env.seq_length, dims.hidden_size, device=env.device, dtype=DTYPES[env.dtype]
-    )
+    x = torch.randn(env.batch_size, env.seq_length, dims.hidden_size, device=env.device, dtype=DTYPES[env.dtype])
     forward = adapter.sublayer_forward(pruned, 0, sublayer)
     return lambda: forward(x)
 
@@ -158,9 +152,7 @@ def measure_latency_table(
     fingerprint = environment_fingerprint(env, model, head_levels, ffn_levels)
     probe = one_layer_probe(model)
     timings: dict[str, dict[int, Timing]] = {"attention": {}, "ffn": {}}
-    jobs: list[tuple[Sublayer, int]] = [("attention", k) for k in head_levels] + [
-        ("ffn", m) for m in ffn_levels
-    ]
+    jobs: list[tuple[Sublayer, int]] = [("attention", k) for k in head_levels] + [("ffn", m) for m in ffn_levels]
     with Progress(disable=not show_progress, transient=True) as progress:
         task = progress.add_task("latency table", total=len(jobs) + 1)
         base = measure_model(copy.deepcopy(model), env)
@@ -179,3 +171,31 @@ def measure_latency_table(
             "ffn": {str(k): t.to_dict() for k, t in timings["ffn"].items()},
         },
     )
+
+
+def interleaved_speedups(dense: nn.Module, members: Sequence[nn.Module], env: Environment, rounds: int) -> list[float]:
+    """Measured end-to-end speedup of each member over `dense`, timed interleaved.
+
+    Each round times dense, member 1, member 2, … once, so slow drift of the machine (thermal, other
+    load) hits all models alike; speedups are ratios of per-model medians over `rounds` rounds.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    env.validate()
+    env.apply()
+    timers = [model_timer(m, env) for m in [dense, *members]]
+    samples: list[list[float]] = [[] for _ in timers]
+    sync = torch.cuda.synchronize if env.device.startswith("cuda") else (lambda: None)
+    with torch.inference_mode():
+        for fn in timers:  # warm-up
+            for _ in range(max(1, env.warmup)):
+                fn()
+        for _ in range(rounds):
+            for i, fn in enumerate(timers):
+                sync()
+                start = time.perf_counter()
+                fn()
+                sync()
+                samples[i].append(time.perf_counter() - start)
+    medians = [statistics.median(s) for s in samples]
+    return [medians[0] / m for m in medians[1:]]

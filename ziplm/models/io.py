@@ -95,9 +95,7 @@ def _manifest(model: nn.Module, structure: Structure, family: str, weights_sha: 
     }
 
 
-def save_pruned(
-    model: Any, structure: Structure, directory: str | os.PathLike[str], tokenizer: Any = None
-) -> Path:
+def save_pruned(model: Any, structure: Structure, directory: str | os.PathLike[str], tokenizer: Any = None) -> Path:
     """Write a pruned model folder atomically; returns its path.
 
     Args:
@@ -140,9 +138,7 @@ def save_pruned(
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
     if not folder.is_dir():
-        raise FileNotFoundError(
-            f"{folder} is not a directory; expected a folder written by ziplm.models.save_pruned"
-        )
+        raise FileNotFoundError(f"{folder} is not a directory; expected a folder written by ziplm.models.save_pruned")
     if not (folder / MANIFEST).is_file():
         raise ValueError(
             f"{folder} is not a ziplm model folder (no {MANIFEST}); save one with ziplm.models.save_pruned"
@@ -175,18 +171,14 @@ def load_pruned(directory: str | os.PathLike[str], device: str = "cpu") -> nn.Mo
     folder = Path(directory)
     manifest = _read_manifest(folder)
     if _sha256(folder / WEIGHTS) != manifest["weights_sha256"]:
-        raise ValueError(
-            f"{folder / WEIGHTS} is corrupt: its checksum does not match {MANIFEST}; save it again"
-        )
+        raise ValueError(f"{folder / WEIGHTS} is corrupt: its checksum does not match {MANIFEST}; save it again")
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as err:
         raise ValueError(f"{folder / 'config.json'} is corrupt or unreadable: {err}") from err
     record = getattr(config, STRUCTURE_CONFIG_KEY, None)
     if not record:
-        raise ValueError(
-            f"{folder / 'config.json'} has no {STRUCTURE_CONFIG_KEY!r}; it was not saved by ziplm"
-        )
+        raise ValueError(f"{folder / 'config.json'} has no {STRUCTURE_CONFIG_KEY!r}; it was not saved by ziplm")
     structure = Structure.from_dict(record)
     model_cls = getattr(transformers, manifest["architecture"], None)
     if model_cls is None:
@@ -200,7 +192,6 @@ def load_pruned(directory: str | os.PathLike[str], device: str = "cpu") -> nn.Mo
     missing = _untied_missing(model, missing)
     if missing or unexpected:
         raise ValueError(
-            f"{folder / WEIGHTS} does not match the saved structure: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"{folder / WEIGHTS} does not match the saved structure: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     return model.to(device).eval()

@@ -45,21 +45,20 @@ class Command:
 
 
 _SMOKE = "ziplm.pipelines.smoke:run_smoke"
+_PRUNE = "ziplm.pipelines.prune:run_prune"
 _STUBS = "ziplm.pipelines.stubs"
 
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
-        Command("run", _SMOKE, "the main job: prune a model into a speedup family (default command)"),
-        Command("prune", f"{_STUBS}:prune", "build the ZipLM family for the configured targets", issue=5),
-        Command(
-            "latency", f"{_STUBS}:latency", "measure the latency table of an inference environment", issue=4
-        ),
+        Command("run", _PRUNE, "the main job: prune a model into a speedup family (default command)"),
+        Command("prune", _PRUNE, "build the ZipLM family for the configured targets (same as run)"),
+        Command("latency", "ziplm.pipelines.latency:run_latency", "measure the latency table of an environment"),
         Command("eval", f"{_STUBS}:evaluate", "evaluate a dense or pruned model on the task", issue=5),
         Command("report", f"{_STUBS}:report", "tables and plots from finished runs", issue=6),
         Command("export", f"{_STUBS}:export", "export a family member (safetensors, ONNX)", issue=7),
         Command("serve-bench", f"{_STUBS}:serve_bench", "benchmark an exported model end to end", issue=7),
-        Command("smoke", _SMOKE, "tiny end-to-end check on CPU in seconds (use experiment=smoke)"),
+        Command("smoke", _SMOKE, "surgery + save/load check of the configured model (seconds)"),
     )
 }
 DEFAULT_COMMAND = "run"

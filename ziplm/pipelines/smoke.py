@@ -82,9 +82,7 @@ def run_smoke(cfg: DictConfig) -> None:
         adapter_for(model).apply_structure(model, structure)
         folder = save_pruned(model, structure, out / "family" / f"keep{fraction:g}")
         with torch.no_grad():
-            exact = torch.equal(
-                model(**batch).last_hidden_state, load_pruned(folder)(**batch).last_hidden_state
-            )
+            exact = torch.equal(model(**batch).last_hidden_state, load_pruned(folder)(**batch).last_hidden_state)
         if not exact:
             raise RuntimeError(f"reloaded model in {folder} does not reproduce the saved model's outputs")
         params = count_parameters(model)

@@ -24,9 +24,7 @@ ISSUE_TITLES: dict[int, str] = {
 
 def _not_ready(command: str, issue: int, also_needs: str = "") -> NoReturn:
     suffix = f"; it also needs {also_needs}" if also_needs else ""
-    raise CommandNotReadyError(
-        f"ziplm {command} is not implemented yet (issue {issue}: {ISSUE_TITLES[issue]}){suffix}"
-    )
+    raise CommandNotReadyError(f"ziplm {command} is not implemented yet (issue {issue}: {ISSUE_TITLES[issue]}){suffix}")
 
 
 def prune(cfg: DictConfig) -> NoReturn:

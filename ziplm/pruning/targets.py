@@ -37,9 +37,7 @@ class SearchSpace:
     times: list[list[float]]
 
     @classmethod
-    def build(
-        cls, layer_errors: Sequence[Mapping[str, Mapping[int, float]]], table: LatencyTable
-    ) -> SearchSpace:
+    def build(cls, layer_errors: Sequence[Mapping[str, Mapping[int, float]]], table: LatencyTable) -> SearchSpace:
         """`layer_errors[l][sublayer][keep]` = relative error (from the levels database)."""
         levels, errors, times = [], [], []
         for per_layer in layer_errors:

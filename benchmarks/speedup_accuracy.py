@@ -1,0 +1,129 @@
+"""Predicted vs measured speedup of the additive latency model on this machine.
+
+For each model × batch size: measure the latency table, let the DP pick per-layer sizes for each
+target (with random per-layer sensitivities so shapes are uneven), shrink the model physically, then
+time dense and pruned models interleaved (dense, p1, p2, …, dense, p1, …) so drift cancels.
+
+    python benchmarks/speedup_accuracy.py                      # MiniLM + BERT-base, batch 1 and 32
+    python benchmarks/speedup_accuracy.py --models minilm --batches 1 --rounds 5   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from ziplm.core.latency import LatencyModel
+from ziplm.core.levels import ffn_levels, head_levels
+from ziplm.core.structure import Structure
+from ziplm.latency.cache import load_or_measure
+from ziplm.latency.measure import Environment, interleaved_speedups
+from ziplm.models import ModelSpec, adapter_for, build_model
+from ziplm.pruning.targets import SearchSpace, search_target
+
+MODELS = {
+    "minilm": ModelSpec(name="minilm", family="bert", source="packaged:minilm"),
+    "bert-base": ModelSpec(
+        name="bert-base",
+        family="bert",
+        source="scratch",
+        hidden_size=768,
+        num_layers=12,
+        num_heads=12,
+        intermediate_size=3072,
+        vocab_size=30522,
+        max_position_embeddings=512,
+    ),
+}
+
+
+def _proxy_errors(dims: Any, heads: list[int], ffn: list[int], seed: int) -> list[dict[str, dict[int, float]]]:
+    """Per-level errors shaped like real ones (convex in removed fraction) with per-layer sensitivity."""
+    gen = torch.Generator().manual_seed(seed)
+    sens = torch.rand(dims.num_layers, 2, generator=gen) + 0.2
+    return [
+        {
+            "attention": {k: float(sens[l, 0]) * (1 - k / dims.num_heads) ** 2 for k in heads},
+            "ffn": {m: float(sens[l, 1]) * (1 - m / dims.intermediate_size) ** 2 for m in ffn},
+        }
+        for l in range(dims.num_layers)
+    ]
+
+
+def run(model_name: str, batch: int, targets: list[float], rounds: int, cache_dir: str) -> list[dict[str, Any]]:
+    torch.manual_seed(0)
+    model = build_model(MODELS[model_name], "base").eval()
+    adapter = adapter_for(model)
+    dims = adapter.dims(model)
+    heads, ffn = head_levels(dims.num_heads), ffn_levels(dims.intermediate_size)
+    env = Environment(batch_size=batch, seq_length=128, repetitions=20, max_seconds_per_entry=20.0)
+    started = time.perf_counter()
+    table, _, cached = load_or_measure(model, env, heads, ffn, cache_dir)
+    table_seconds = time.perf_counter() - started
+    latency = LatencyModel(table, dims.num_layers)
+    space = SearchSpace.build(_proxy_errors(dims, heads, ffn, seed=batch), table)
+    pruned_models, predicted = [], []
+    for target in targets:
+        choice, _ = search_target(space, latency, target)
+        structure = Structure.from_kept(dims, [range(h) for h, _ in choice], [range(m) for _, m in choice])
+        pruned = copy.deepcopy(model)
+        adapter.apply_structure(pruned, structure)
+        pruned_models.append(pruned)
+        predicted.append(latency.speedup(choice))
+    measured_speedups = interleaved_speedups(model, pruned_models, env, rounds)
+    rows = []
+    for target, pred, measured in zip(targets, predicted, measured_speedups, strict=True):
+        rows.append(
+            {
+                "model": model_name,
+                "batch": batch,
+                "target": target,
+                "predicted": pred,
+                "measured": measured,
+                "dev_measured_vs_target": abs(measured / target - 1),
+                "dev_predicted_vs_target": abs(pred / target - 1),
+                "table_seconds": table_seconds,
+                "table_cached": cached,
+                "max_speedup": latency.max_speedup,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["minilm", "bert-base"], choices=sorted(MODELS))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 32])
+    parser.add_argument("--targets", nargs="+", type=float, default=[1.5, 2.0, 3.0, 4.0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--cache-dir", default="outputs/cache")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, seq 128, fp32 eager CPU")
+    header = f"{'model':<10}{'batch':>6}{'target':>8}{'predicted':>11}{'measured':>10}{'|meas/tgt-1|':>14}"
+    print(header)
+    rows = []
+    for name in args.models:
+        for batch in args.batches:
+            for row in run(name, batch, args.targets, args.rounds, args.cache_dir):
+                rows.append(row)
+                print(
+                    f"{row['model']:<10}{row['batch']:>6}{row['target']:>8.2f}{row['predicted']:>11.3f}"
+                    f"{row['measured']:>10.3f}{100 * row['dev_measured_vs_target']:>13.1f}%"
+                    f"   (table {'cached' if row['table_cached'] else str(round(row['table_seconds'])) + 's'},"
+                    f" max {row['max_speedup']:.1f}x)",
+                    flush=True,
+                )
+    devs = [r["dev_measured_vs_target"] for r in rows]
+    print(
+        f"\n|measured/target - 1| over {len(devs)} runs: median {100 * statistics.median(devs):.2f}%, "
+        f"max {100 * max(devs):.2f}%"
+    )
+
+
+if __name__ == "__main__":
+    main()

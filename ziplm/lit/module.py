@@ -1,0 +1,125 @@
+"""Thin Lightning shell: fine-tune a model on its task, or distill a pruned student from the dense teacher.
+
+The networks are injected (any HF model); a fresh module + Trainer is made per stage, so no optimizer
+state has to survive a shape change. Losses come from `ziplm.core.distill`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from ziplm.core.distill import DistillWeights, logit_distillation_loss, token_distillation_loss
+from ziplm.eval.evaluate import Evaluator
+
+LABEL_KEYS = ("labels", "start_positions", "end_positions")
+
+
+def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k not in LABEL_KEYS}
+
+
+def _logit_pairs(student: Any, teacher: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Output distributions to match: class/vocab logits, or QA start and end position logits."""
+    if getattr(student, "start_logits", None) is not None:
+        return [(student.start_logits, teacher.start_logits), (student.end_logits, teacher.end_logits)]
+    return [(student.logits, teacher.logits)]
+
+
+class ZipLMModule(L.LightningModule):
+    """Fine-tunes `model`; with a `teacher`, distills it (spec §6) with `weights`.
+
+    Args:
+        model: the network being trained (dense teacher-to-be, or pruned student).
+        teacher: frozen dense model for distillation, or None for plain task fine-tuning.
+        weights: loss weights λ_task, λ_logit, λ_token and temperature (required with a teacher).
+        learning_rate: peak AdamW learning rate (linear warm-up then decay, restarted every stage).
+        evaluator: computes the task metric at the end of each validation epoch.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        teacher: nn.Module | None = None,
+        weights: DistillWeights | None = None,
+        learning_rate: float = 5e-5,
+        warmup_fraction: float = 0.1,
+        weight_decay: float = 0.0,
+        evaluator: Evaluator | None = None,
+    ) -> None:
+        super().__init__()
+        if teacher is not None and weights is None:
+            raise ValueError("distillation needs DistillWeights")
+        self.model = model
+        # Kept outside the module tree: not trained, not checkpointed, never switched to train mode.
+        self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
+        self.weights = weights
+        self.learning_rate, self.warmup_fraction, self.weight_decay = (
+            learning_rate,
+            warmup_fraction,
+            weight_decay,
+        )
+        self.evaluator = evaluator
+        self.metrics: dict[str, float] = {}
+
+    def on_fit_start(self) -> None:
+        for teacher in self._teacher:
+            teacher.to(self.device)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if not self._teacher:
+            loss = self.model(**batch).loss
+            self.log("train/loss", loss, prog_bar=True)
+            return loss
+        assert self.weights is not None
+        w = self.weights
+        student = self.model(**batch, output_hidden_states=True)
+        with torch.no_grad():
+            teacher = self._teacher[0](**_inputs(batch), output_hidden_states=True)
+        mask = batch.get("attention_mask")
+        parts: dict[str, torch.Tensor] = {}
+        if w.task:
+            parts["task"] = student.loss
+        if w.logit:
+            pairs = _logit_pairs(student, teacher)
+            kl = [logit_distillation_loss(s, t, w.temperature, mask if s.dim() == 3 else None) for s, t in pairs]
+            parts["logit"] = torch.stack(kl).mean()
+        if w.token:
+            # hidden_states[0] is the embedding output; layer l's output is hidden_states[l + 1].
+            parts["token"] = token_distillation_loss(student.hidden_states[1:], teacher.hidden_states[1:], mask)
+        scale = {"task": w.task, "logit": w.logit, "token": w.token}
+        loss = sum(scale[name] * value for name, value in parts.items())
+        assert isinstance(loss, torch.Tensor)
+        self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()})
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        if self.evaluator is not None:
+            self.evaluator.reset()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if self.evaluator is not None:
+            self.evaluator.update(batch, self.model(**_inputs(batch)))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.evaluator is not None:
+            self.metrics = self.evaluator.compute()
+            self.log_dict({f"val/{k}": v for k, v in self.metrics.items()}, prog_bar=True)
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(self.warmup_fraction * total)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,110 @@
+"""Everything a pruning run needs, built and validated before any expensive work starts."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+from omegaconf import DictConfig
+
+from ziplm.core.distill import DistillWeights
+from ziplm.data.features import build_features
+from ziplm.data.sources import load_splits
+from ziplm.data.spec import TaskSpec
+from ziplm.latency.measure import Environment
+from ziplm.models.build import ModelSpec, build_tokenizer
+from ziplm.pipelines.common import environment, model_spec, task_head, to_dict
+from ziplm.pipelines.outputs import run_dir
+from ziplm.pruning.database_builder import DatabaseSettings
+
+
+@dataclass
+class RunContext:
+    """The flattened, validated run: typed settings plus the loaded data."""
+
+    cfg: DictConfig
+    out: Path
+    spec: ModelSpec
+    task: TaskSpec
+    env: Environment
+    schedule: dict[str, Any]
+    trainer: dict[str, Any]
+    logger: dict[str, Any]
+    tokenizer: Any
+    train_examples: datasets.Dataset
+    train_features: datasets.Dataset
+    eval_examples: datasets.Dataset
+    eval_features: datasets.Dataset
+
+    @property
+    def targets(self) -> list[float]:
+        return [float(t) for t in self.schedule["targets"]]
+
+    @property
+    def database_settings(self) -> DatabaseSettings:
+        s = self.schedule
+        return DatabaseSettings(
+            damp=float(s["damp"]),
+            ffn_group_size=int(s["ffn_group_size"]),
+            ffn_grid_ratio=float(s["ffn_grid_ratio"]),
+            ffn_round_to=int(s["ffn_round_to"]),
+        )
+
+    @property
+    def distill_weights(self) -> DistillWeights:
+        s = self.schedule
+        return DistillWeights(
+            task=float(s["distill_task"]),
+            logit=float(s["distill_logit"]),
+            token=float(s["distill_token"]),
+            temperature=float(s["distill_temperature"]),
+        )
+
+
+def check_targets(targets: list[float], schedule: str) -> None:
+    """Targets must be finite speedups > 1; a gradual schedule needs them strictly increasing."""
+    if not targets:
+        raise ValueError(f"schedule {schedule!r} has an empty target list; set schedule.targets=[2,3,...]")
+    bad = [t for t in targets if not math.isfinite(t) or t <= 1.0]
+    if bad:
+        raise ValueError(f"speedup targets must be finite and > 1, got {bad}")
+    if schedule == "gradual" and any(b <= a for a, b in itertools.pairwise(targets)):
+        raise ValueError(f"gradual targets must be strictly increasing (each stage prunes further), got {targets}")
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"speedup targets contain duplicates: {targets}")
+
+
+def build_context(cfg: DictConfig) -> RunContext:
+    """Validate the config and load the data; fails fast with a clear message on bad input."""
+    schedule = to_dict(cfg.schedule)
+    check_targets([float(t) for t in schedule["targets"]], str(schedule["name"]))
+    if schedule["name"] not in ("oneshot", "gradual"):
+        raise ValueError(f"unknown schedule {schedule['name']!r}; choose oneshot or gradual")
+    task_fields = to_dict(cfg.task)
+    task = TaskSpec.from_mapping(task_fields)
+    task_head(cfg)
+    env = environment(cfg)
+    env.validate()
+    spec = model_spec(cfg)
+    tokenizer = build_tokenizer(spec)
+    splits = load_splits(task, seed=int(cfg.seed))
+    train, evaluation = splits[task.train_split], splits[task.eval_split]
+    return RunContext(
+        cfg=cfg,
+        out=run_dir(cfg),
+        spec=spec,
+        task=task,
+        env=env,
+        schedule=schedule,
+        trainer=to_dict(cfg.trainer),
+        logger=to_dict(cfg.logger),
+        tokenizer=tokenizer,
+        train_examples=train,
+        train_features=build_features(train, tokenizer, task, train=True),
+        eval_examples=evaluation,
+        eval_features=build_features(evaluation, tokenizer, task, train=False),
+    )

@@ -1,0 +1,117 @@
+"""Making family members: search a target from a database, stitch, (distill), evaluate, measure, save.
+
+Every member is saved (model + structure + metrics.json) before the next begins; a member folder with
+a metrics.json is complete, so a restarted run skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ziplm.core.database import LevelDatabase
+from ziplm.core.latency import LatencyModel, LatencyTable
+from ziplm.core.structure import Structure
+from ziplm.eval.evaluate import evaluate, task_loss
+from ziplm.latency.measure import interleaved_speedups
+from ziplm.lit.data import TaskDataModule
+from ziplm.lit.module import ZipLMModule
+from ziplm.lit.trainer import make_trainer
+from ziplm.models import count_parameters, load_pruned, save_pruned
+from ziplm.pipelines.context import RunContext
+from ziplm.pruning.stitch import stitch
+from ziplm.pruning.targets import Choice, SearchSpace, search_target
+
+METRICS_FILE = "metrics.json"
+
+
+def member_dir(ctx: RunContext, target: float) -> Path:
+    return ctx.out / "family" / f"{target:g}x"
+
+
+def completed_member(ctx: RunContext, target: float) -> dict[str, Any] | None:
+    """The saved record of a finished member, or None if it still has to be made."""
+    path = member_dir(ctx, target) / METRICS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def search_space(database: LevelDatabase, table: LatencyTable, num_layers: int) -> SearchSpace:
+    errors = [{s: database.errors(layer, s) for s in ("attention", "ffn")} for layer in range(num_layers)]
+    return SearchSpace.build(errors, table)
+
+
+def choose(
+    ctx: RunContext,
+    model: torch.nn.Module,
+    database: LevelDatabase,
+    latency: LatencyModel,
+    target: float,
+    loss_batches: Sequence[Mapping[str, torch.Tensor]],
+) -> tuple[Choice, dict[str, Any] | None]:
+    """Per-layer sizes for `target`: DP, refined by SPDY on the task loss of stitched candidates."""
+    space = search_space(database, latency.table, latency.num_layers)
+
+    def loss(choice: Choice) -> float:
+        return task_loss(stitch(model, database, choice), loss_batches)
+
+    choice, result = search_target(
+        space,
+        latency,
+        target,
+        loss_fn=loss if loss_batches else None,
+        random_starts=int(ctx.schedule["spdy_random_starts"]),
+        local_steps=int(ctx.schedule["spdy_local_steps"]),
+        seed=int(ctx.cfg.seed),
+    )
+    return choice, (result.to_dict() if result is not None else None)
+
+
+def distill(ctx: RunContext, student: Any, teacher: Any, logger: Any, stage: str) -> None:
+    """Distill-finetune a pruned student for the schedule's epochs (fresh optimizer and LR schedule)."""
+    epochs = float(ctx.schedule["epochs_per_stage"])
+    if epochs <= 0:
+        return
+    module = ZipLMModule(student, teacher, ctx.distill_weights, learning_rate=float(ctx.schedule["learning_rate"]))
+    data = TaskDataModule(ctx.train_features, None, int(ctx.trainer["batch_size"]), int(ctx.trainer["eval_batch_size"]))
+    make_trainer(ctx.trainer, ctx.out / "stages" / stage, logger=logger, max_epochs=epochs).fit(module, datamodule=data)
+    student.eval()
+
+
+def finish_member(
+    ctx: RunContext,
+    pruned: Any,
+    dense: Any,
+    target: float,
+    predicted: float,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Evaluate, measure against the dense model, and save a member with its record."""
+    started = time.perf_counter()
+    metrics = evaluate(pruned, ctx.task, ctx.eval_examples, ctx.eval_features, int(ctx.trainer["eval_batch_size"]))
+    measured = interleaved_speedups(dense, [pruned], ctx.env, int(ctx.schedule["speedup_rounds"]))[0]
+    structure = Structure.from_dict(pruned.config.ziplm_structure)
+    folder = save_pruned(pruned, structure, member_dir(ctx, target), tokenizer=ctx.tokenizer)
+    record = {
+        "member": f"{target:g}x",
+        "target_speedup": target,
+        "predicted_speedup": predicted,
+        "measured_speedup": measured,
+        "deviation": measured / target - 1,
+        "parameters": count_parameters(pruned),
+        "heads_kept": [len(la.heads) for la in structure.layers],
+        "neurons_kept": [len(la.neurons) for la in structure.layers],
+        **{f"metric/{k}": v for k, v in metrics.items()},
+        **extra,
+        "evaluate_measure_seconds": time.perf_counter() - started,
+    }
+    (folder / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def reload_member(ctx: RunContext, target: float) -> Any:
+    return load_pruned(member_dir(ctx, target))

@@ -1,0 +1,62 @@
+"""``ziplm latency model=… hardware=…``: measure (or reuse) the latency table of an inference environment."""
+
+from __future__ import annotations
+
+import shutil
+
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from ziplm.core.latency import LatencyModel, LatencyTable
+from ziplm.core.levels import ffn_levels, head_levels
+from ziplm.models import adapter_for, build_model
+from ziplm.pipelines.common import environment, model_spec, task_head
+from ziplm.pipelines.outputs import run_dir
+
+
+def level_grids(cfg: DictConfig, dims_heads: int, dims_ffn: int) -> tuple[list[int], list[int]]:
+    """Head and FFN level grids from the schedule's grid settings (shared by latency and pruning)."""
+    schedule = cfg.schedule
+    ffn = ffn_levels(
+        dims_ffn,
+        ratio=float(schedule.ffn_grid_ratio),
+        round_to=int(schedule.ffn_round_to),
+        group_size=int(schedule.ffn_group_size),
+    )
+    return head_levels(dims_heads), ffn
+
+
+def summary_table(table: LatencyTable, num_layers: int, title: str) -> Table:
+    """Rich table: per-level times and the speedup ceiling of the additive model."""
+    model = LatencyModel(table, num_layers)
+    out = Table(title=f"{title} — T_base {1e3 * table.base_time:.2f} ms, max speedup {model.max_speedup:.2f}×")
+    out.add_column("sublayer")
+    out.add_column("kept")
+    out.add_column("ms (one layer)", justify="right")
+    for name, times in (("attention", table.attention), ("ffn", table.ffn)):
+        levels = sorted(times, reverse=True)
+        shown = levels if len(levels) <= 14 else levels[:6] + levels[-6:]
+        for keep in shown:
+            out.add_row(name, str(keep), f"{1e3 * times[keep]:.3f}")
+    return out
+
+
+def run_latency(cfg: DictConfig) -> None:
+    """Measure the table for the configured model × hardware (or reuse the cached one) and save it."""
+    from ziplm.latency.cache import load_or_measure
+
+    console = Console()
+    out = run_dir(cfg)
+    model = build_model(model_spec(cfg), task_head(cfg), **_head_kwargs(cfg)).eval()
+    dims = adapter_for(model).dims(model)
+    heads, ffn = level_grids(cfg, dims.num_heads, dims.intermediate_size)
+    table, path, cached = load_or_measure(model, environment(cfg), heads, ffn, cfg.cache_dir)
+    shutil.copyfile(path, out / "latency_table.json")
+    console.print(summary_table(table, dims.num_layers, f"{cfg.model.name} on {cfg.hardware.name}"))
+    console.print(f"{'reused cached' if cached else 'measured'} table {path}; copy in {out / 'latency_table.json'}")
+
+
+def _head_kwargs(cfg: DictConfig) -> dict[str, int]:
+    num_labels = cfg.task.get("num_labels")
+    return {"num_labels": int(num_labels)} if task_head(cfg) == "classification" and num_labels else {}

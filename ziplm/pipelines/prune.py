@@ -1,0 +1,198 @@
+"""``ziplm prune`` / ``ziplm run``: teacher -> latency table -> database -> family -> report.
+
+One-shot: one database on the dense teacher serves every target; no fine-tuning.
+Gradual: for each increasing absolute target, rebuild the database on the current model, prune,
+distill from the dense teacher, evaluate, measure, save. Completed stages are skipped on restart
+(rerun with ``hydra.run.dir=<the interrupted run's folder>``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.markdown import Markdown
+
+from ziplm.core.latency import LatencyModel, UnreachableTargetError, format_speedup
+from ziplm.data.calibration import calibration_batches
+from ziplm.eval.evaluate import evaluate
+from ziplm.eval.metrics import METRICS
+from ziplm.latency.cache import load_or_measure
+from ziplm.models import adapter_for, build_model, count_parameters
+from ziplm.pipelines.context import RunContext, build_context
+from ziplm.pipelines.family import choose, completed_member, distill, finish_member, reload_member
+from ziplm.pipelines.latency import level_grids
+from ziplm.pipelines.teacher import check_teacher_head, head_kwargs, load_or_train_teacher
+from ziplm.pruning.database_builder import build_database
+from ziplm.pruning.stitch import stitch
+from ziplm.report.results import write_report
+from ziplm.report.tracking import Tracker
+
+console = Console()
+
+
+class Phases:
+    """Wall time per phase, printed and kept in the report."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        console.rule(f"[bold]{name}")
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+        console.print(f"[dim]{name}: {self.seconds[name]:.1f} s[/dim]")
+
+
+def _latency(ctx: RunContext, phases: Phases) -> LatencyModel:
+    """Measure (or reuse) the table on an untrained model of the same shape; check targets against it."""
+    with phases("latency table"):
+        probe = build_model(ctx.spec, _head(ctx), **head_kwargs(ctx)).eval()
+        dims = adapter_for(probe).dims(probe)
+        heads, ffn = level_grids(ctx.cfg, dims.num_heads, dims.intermediate_size)
+        table, path, cached = load_or_measure(probe, ctx.env, heads, ffn, ctx.cfg.cache_dir)
+        shutil.copyfile(path, ctx.out / "latency_table.json")
+        console.print(f"{'reused' if cached else 'measured'} latency table {path}")
+    latency = LatencyModel(table, dims.num_layers)
+    too_far = [t for t in ctx.targets if t >= latency.max_speedup]
+    if too_far:
+        raise UnreachableTargetError(
+            f"targets {too_far} are unreachable in this environment: the maximum reachable speedup is "
+            f"{format_speedup(latency.max_speedup)} (everything prunable removed)"
+        )
+    return latency
+
+
+def _head(ctx: RunContext) -> Any:
+    from ziplm.pipelines.common import task_head
+
+    return task_head(ctx.cfg)
+
+
+def _dense_record(ctx: RunContext, teacher: Any) -> dict[str, Any]:
+    path = ctx.out / "dense_metrics.json"
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    metrics = evaluate(teacher, ctx.task, ctx.eval_examples, ctx.eval_features, int(ctx.trainer["eval_batch_size"]))
+    record = {
+        "member": "dense",
+        "parameters": count_parameters(teacher),
+        **{f"metric/{k}": v for k, v in metrics.items()},
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _oneshot(ctx: RunContext, teacher: Any, latency: LatencyModel, batches: dict[str, list[Any]], phases: Phases,
+             on_member: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:  # fmt: skip
+    members = []
+    todo = [t for t in ctx.targets if completed_member(ctx, t) is None]
+    if todo:
+        with phases("calibration + OBS database"):
+            db = build_database(teacher, batches["calibration"], ctx.out / "database", ctx.database_settings)
+    for target in ctx.targets:
+        record = completed_member(ctx, target)
+        if record is None:
+            with phases(f"member {target:g}x"):
+                choice, search = choose(ctx, teacher, db, latency, target, batches["loss"])
+                pruned = stitch(teacher, db, choice)
+                record = finish_member(ctx, pruned, teacher, target, latency.speedup(choice), {"search": search})
+        else:
+            console.print(f"member {target:g}x already complete: skipped")
+        members.append(record)
+        on_member(record)
+    return members
+
+
+def _gradual(ctx: RunContext, teacher: Any, latency: LatencyModel, batches: dict[str, list[Any]], phases: Phases,
+             on_member: Callable[[dict[str, Any]], None], logger: Any) -> list[dict[str, Any]]:  # fmt: skip
+    members, current = [], teacher
+    for target in ctx.targets:
+        record = completed_member(ctx, target)
+        if record is not None:
+            console.print(f"stage {target:g}x already complete: skipped")
+            current = reload_member(ctx, target)
+        else:
+            with phases(f"stage {target:g}x"):
+                db = build_database(
+                    current,
+                    batches["calibration"],
+                    ctx.out / "stages" / f"{target:g}x" / "database",
+                    ctx.database_settings,
+                )
+                choice, search = choose(ctx, current, db, latency, target, batches["loss"])
+                current = stitch(current, db, choice)
+                distill(ctx, current, teacher, logger, f"{target:g}x")
+                record = finish_member(ctx, current, teacher, target, latency.speedup(choice), {"search": search})
+        members.append(record)
+        on_member(record)
+    return members
+
+
+def _quiet_libraries() -> None:
+    """Our phases and progress bars say what happens; keep library chatter to warnings."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_prune(cfg: DictConfig) -> None:
+    """The ZipLM pipeline for the configured model × task × hardware × schedule."""
+    _quiet_libraries()
+    phases, started = Phases(), time.perf_counter()
+    with phases("validate config and load data"):
+        ctx = build_context(cfg)
+        check_teacher_head(ctx)
+    console.print(f"run folder: {ctx.out}")
+    latency = _latency(ctx, phases)
+    tracker = Tracker(
+        ctx.logger, ctx.out, f"{ctx.spec.name}/{ctx.task.name}/{cfg.hardware.name}/{ctx.schedule['name']}"
+    )
+    with phases("dense teacher"):
+        teacher, cached = load_or_train_teacher(ctx, tracker.lightning_logger)
+        console.print("reused cached teacher" if cached else "fine-tuned and cached the teacher")
+        dense = _dense_record(ctx, teacher)
+    tracker.log_member(dense, step=0)
+    seed = int(cfg.seed)
+    batches = {
+        "calibration": calibration_batches(ctx.train_features, int(ctx.schedule["calibration_samples"]), 32, seed),
+        "loss": calibration_batches(ctx.train_features, int(ctx.schedule["spdy_loss_samples"]), 32, seed + 1, True)
+        if int(ctx.schedule["spdy_loss_samples"]) > 0
+        else [],
+    }
+    steps = iter(range(1, len(ctx.targets) + 1))
+    on_member = lambda record: tracker.log_member(record, step=next(steps))  # noqa: E731
+    if ctx.schedule["name"] == "oneshot":
+        members = _oneshot(ctx, teacher, latency, batches, phases, on_member)
+    else:
+        members = _gradual(ctx, teacher, latency, batches, phases, on_member, tracker.lightning_logger)
+    _report(ctx, dense, members, phases, started, tracker)
+
+
+def _report(ctx: RunContext, dense: dict[str, Any], members: list[dict[str, Any]], phases: Phases, started: float,
+            tracker: Tracker) -> None:  # fmt: skip
+    metric = METRICS[ctx.task.metric].headline
+    title = f"ZipLM {ctx.schedule['name']}: {ctx.spec.name} on {ctx.task.name}, {ctx.cfg.hardware.name} environment"
+    phase_notes = [f"{name}: {seconds:.1f} s" for name, seconds in phases.seconds.items()]
+    notes = [
+        f"environment: {ctx.env.device} {ctx.env.dtype}, batch {ctx.env.batch_size} × seq {ctx.env.seq_length}",
+        "measured speedup: end-to-end, dense and member timed interleaved; deviation = measured/target − 1",
+        *phase_notes,
+        f"total: {time.perf_counter() - started:.1f} s",
+    ]
+    table, plot = write_report(ctx.out, dense, members, metric, title, notes)
+    (ctx.out / "phases.json").write_text(json.dumps(phases.seconds, indent=2) + "\n")
+    tracker.log_report(table, plot, ctx.out / "latency_table.json")
+    console.print(Markdown(table))
+    console.print(f"[green]done[/green] in {time.perf_counter() - started:.0f} s — report: {ctx.out / 'results.md'}")

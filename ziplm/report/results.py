@@ -1,0 +1,81 @@
+"""End-of-run report: results.md (a table a newcomer can read) and a plot of metric vs measured speedup."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: CI and servers have no display
+import matplotlib.pyplot as plt
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return "—" if value is None else str(value)
+
+
+def results_table(dense: Mapping[str, Any], members: Sequence[Mapping[str, Any]], metric: str) -> str:
+    """Markdown table: one row for the dense model, one per family member."""
+    key = f"metric/{metric}"
+    dense_params = float(dense["parameters"])
+    lines = [
+        f"| model | target | predicted | measured | deviation | {metric} | Δ vs dense | params (M) | % params |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| dense | 1.00× | 1.00× | 1.00× | — | {_fmt(dense[key])} | — | {dense_params / 1e6:.2f} | 100.0 |",
+    ]
+    for m in members:
+        delta = float(m[key]) - float(dense[key])
+        lines.append(
+            f"| {m['member']} | {m['target_speedup']:.2f}× | {m['predicted_speedup']:.2f}× | "
+            f"{m['measured_speedup']:.2f}× | {100 * m['deviation']:+.1f}% | {_fmt(m[key])} | {delta:+.2f} | "
+            f"{m['parameters'] / 1e6:.2f} | {100 * m['parameters'] / dense_params:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_metric_vs_speedup(
+    dense: Mapping[str, Any], members: Sequence[Mapping[str, Any]], metric: str, title: str, path: Path
+) -> Path:
+    """PNG: task metric against *measured* speedup, dense model at 1×, targets marked."""
+    key = f"metric/{metric}"
+    xs = [1.0] + [float(m["measured_speedup"]) for m in members]
+    ys = [float(dense[key])] + [float(m[key]) for m in members]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot(xs, ys, "o-", label="ZipLM family (measured speedup)")
+    ax.scatter([1.0], [ys[0]], marker="*", s=150, zorder=3, label="dense")
+    for m, x, y in zip(members, xs[1:], ys[1:], strict=True):
+        ax.annotate(f"target {m['target_speedup']:g}×", (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8)
+    ax.set_xlabel("measured speedup over dense (×)")
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(
+    out: Path,
+    dense: Mapping[str, Any],
+    members: Sequence[Mapping[str, Any]],
+    metric: str,
+    title: str,
+    notes: Sequence[str] = (),
+) -> tuple[str, Path]:
+    """Write results.md, results.png and a consolidated metrics.jsonl; return (markdown, plot path)."""
+    table = results_table(dense, members, metric)
+    plot = plot_metric_vs_speedup(dense, members, metric, title, out / "results.png")
+    body = [f"# {title}", "", table, "![metric vs measured speedup](results.png)", ""]
+    body += [f"- {n}" for n in notes]
+    (out / "results.md").write_text("\n".join(body) + "\n")
+    with (out / "metrics.jsonl").open("w") as fh:
+        for record in [dict(dense), *members]:
+            fh.write(json.dumps(record) + "\n")
+    return table, plot
