@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -240,10 +241,7 @@ class _LazyObsState:
         return torch.where(self.alive, rho, torch.inf)
 
     def remove(self, i: int) -> float:
-        """Removes group ``i`` (current numbering) with the OBS update; returns its loss increase ρ/2.
-
-        May flush, which can renumber the groups: recompute :meth:`scores` before the next call.
-        """
+        """Removes group ``i`` (current numbering) with the OBS update; returns its loss increase ρ/2."""
         g, k = self.g, self.k
         cols = slice(i * g, (i + 1) * g)
         U, Z = self.Ut[:k], self.Zt[:k]
@@ -261,9 +259,11 @@ class _LazyObsState:
         self.k = k + g
         self._update_diag_blocks(u, z)
         self.alive[i] = False
-        if self.k + g > self.capacity:  # may renumber the groups, so only between steps
-            self.flush()
         return 0.5 * float(C.diagonal().sum())
+
+    def buffers_full(self) -> bool:
+        """Whether another group's updates would overflow the pending buffers (then :meth:`flush`)."""
+        return self.k + self.g > self.capacity
 
     def _update_diag_blocks(self, u: torch.Tensor, z: torch.Tensor) -> None:
         ng, g = len(self.groups), self.g
@@ -336,6 +336,22 @@ def _whiten(
     return u, p, a, C
 
 
+STEP_THREADS: int | None = 1
+
+
+@contextmanager
+def _step_threads(device: torch.device) -> Iterator[None]:
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or STEP_THREADS is None:
+        yield
+        return
+    torch.set_num_threads(STEP_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def prune_groups(
     W: torch.Tensor,
     H: torch.Tensor,
@@ -385,9 +401,12 @@ def prune_groups(
             snapshots[n_alive] = ObsLevel(n_alive, state.groups[state.alive], weight, total)
         if n_alive == counts[-1]:
             break
-        i = int(torch.argmin(state.scores()))
-        order.append(int(state.groups[i]))
-        losses.append(state.remove(i))
+        with _step_threads(W.device):
+            i = int(torch.argmin(state.scores()))
+            order.append(int(state.groups[i]))
+            losses.append(state.remove(i))
+        if state.buffers_full():  # renumbers the groups when it compacts, so only between steps
+            state.flush()
         total += losses[-1]
         n_alive -= 1
     return ObsResult(

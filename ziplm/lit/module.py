@@ -66,6 +66,7 @@ class ZipLMModule(L.LightningModule):
         self.metrics: dict[str, float] = {}
 
     def on_fit_start(self) -> None:
+        self.model.train()  # stitched/loaded students arrive in eval mode (dropout off)
         for teacher in self._teacher:
             teacher.to(self.device)
 
