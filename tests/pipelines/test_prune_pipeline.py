@@ -72,8 +72,14 @@ def test_oneshot_family_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_gradual_family_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
-    gradual = ["schedule=gradual", "schedule.targets=[1.5,2.0]", "schedule.epochs_per_stage=1",
-               "schedule.calibration_samples=32", "schedule.spdy_random_starts=1", "schedule.spdy_local_steps=1"]  # fmt: skip
+    gradual = [
+        "schedule=gradual",
+        "schedule.targets=[1.5,2.0]",
+        "schedule.epochs_per_stage=1",
+        "schedule.calibration_samples=32",
+        "schedule.spdy_random_starts=1",
+        "schedule.spdy_local_steps=1",
+    ]
     _run(tmp_path, out, gradual, monkeypatch)
     records = _check_family(out, [1.5, 2.0])
     # Later stages re-prune earlier ones: kept counts never grow.
