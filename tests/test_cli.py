@@ -46,7 +46,7 @@ def test_help_lists_every_command(flag: str) -> None:
     assert result.returncode == 0, result.stderr
     for command in COMMANDS.values():
         assert command.name in result.stdout and command.help in result.stdout
-    assert "planned (issue 5)" in result.stdout
+    assert "planned (issue 7)" in result.stdout
 
 
 def test_help_imports_neither_torch_nor_hydra() -> None:

@@ -157,3 +157,16 @@ def test_database_of_an_already_pruned_model(tmp_path: Path, spec: ModelSpec) ->
     kept = Structure.from_dict(smaller.config.ziplm_structure)
     assert kept.is_subset_of(first)
     assert LevelDatabase.read_manifest(tmp_path / "db")["fingerprint"]["dims"] == dims.to_dict()
+
+
+def test_baseline_methods_share_the_database_and_lose_to_obs(tmp_path: Path) -> None:
+    """Magnitude and random selection (no weight update) err more than structured OBS on the same data."""
+    model, batches = _model(TINY_BERT), _batches()
+    totals = {}
+    for method in ("obs", "magnitude", "random"):
+        db = build_database(model, batches, tmp_path / method, DatabaseSettings(method=method), show_progress=False)
+        totals[method] = sum(sum(db.errors(l, s).values()) for l in range(3) for s in ("attention", "ffn"))
+        assert all(db.errors(l, "ffn")[0] == 1.0 for l in range(3))
+    assert totals["obs"] < totals["magnitude"] and totals["obs"] < totals["random"], totals
+    with pytest.raises(ValueError, match="unknown structure-selection method"):
+        build_database(model, batches, tmp_path / "x", DatabaseSettings(method="fisher"), show_progress=False)

@@ -141,6 +141,7 @@ class Config:
     seed: int = 0
     output_root: str = "outputs"
     cache_dir: str = "outputs/cache"
+    checkpoint: str | None = None  # `ziplm eval`: a saved family member (or HF folder) to evaluate
     model: ModelConfig = MISSING
     task: TaskConfig = MISSING
     hardware: HardwareConfig = MISSING

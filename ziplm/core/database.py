@@ -38,6 +38,7 @@ class DatabaseFingerprint:
     ffn_levels: tuple[int, ...]  # kept neurons per level
     ffn_group_size: int
     dims: dict[str, int] = field(default_factory=dict)
+    method: str = "obs"  # structure selection: obs (ZipLM), or a baseline (magnitude, random)
 
     def differences(self, other: DatabaseFingerprint) -> list[str]:
         """Names and values of the fields that differ (for an error message)."""
@@ -64,6 +65,7 @@ def _fingerprint_from_json(data: dict[str, Any]) -> DatabaseFingerprint:
         ffn_levels=tuple(data["ffn_levels"]),
         ffn_group_size=int(data["ffn_group_size"]),
         dims=dict(data.get("dims", {})),
+        method=str(data.get("method", "obs")),
     )
 
 

@@ -1,11 +1,9 @@
 """Structured Optimal Brain Surgeon (OBS) for one linear map: greedy group removal with weight updates.
 
-Problem (spec §2): for ``W`` of shape (d_out, d_in) and calibration inputs ``X`` (d_in, N), drop whole
-groups of input columns (attention heads, FFN neurons) while minimising ``‖W X − Ŵ X‖²``. With the
-Hessian ``H = mean(2 x xᵀ)`` and ``Hinv = H⁻¹``, removing group ``M`` (``B = Hinv[M, M]``) costs
-``ρ_M / 2`` with ``ρ_M = tr(W[:, M] B⁻¹ W[:, M]ᵀ)``, and the optimal compensation of the other columns is
-``W ← W − W[:, M] B⁻¹ Hinv[M, :]``; ``Hinv ← Hinv − Hinv[:, M] B⁻¹ Hinv[M, :]`` then equals the inverse
-of the Hessian restricted to the remaining columns. Groups are removed greedily, one at a time.
+Spec §2: drop groups of input columns of W (d_out, d_in) minimising ‖W X − Ŵ X‖², H = mean(2 x xᵀ). With
+Hinv = H⁻¹ and B = Hinv[M, M], removing group M costs ρ_M / 2, ρ_M = tr(W[:, M] B⁻¹ W[:, M]ᵀ); the other
+columns are compensated by W ← W − W[:, M] B⁻¹ Hinv[M, :], and Hinv ← Hinv − Hinv[:, M] B⁻¹ Hinv[M, :] is
+the inverse of H restricted to the remaining columns. Groups are removed greedily, one at a time.
 
 How it is made fast (the textbook loop rewrites all of ``Hinv`` and ``W`` every step: ~3.6 minutes for
 one 3072-wide FC2 on two CPU cores; this solver takes a few seconds, see benchmarks/obs_solver_speed.py):
@@ -157,12 +155,7 @@ def _spd_inverse(A: torch.Tensor, leaf: int = 128) -> torch.Tensor:
 
 
 def _damped_inverse(W: torch.Tensor, H: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float64 copies of W and H⁻¹ after the dead-column fix and damping.
-
-    Returns:
-        W64: (d_out, d_in) float64 with dead columns zeroed.
-        Hinv: (d_in, d_in) float64 inverse of the damped Hessian.
-    """
+    """Float64 copies after the dead-column fix and damping: W (d_out, d_in) and H⁻¹ (d_in, d_in)."""
     W64 = W.detach().to(torch.float64, copy=True)
     H64 = H.detach().to(device=W.device, dtype=torch.float64, copy=True)
     diag = H64.diagonal()
@@ -182,22 +175,15 @@ def _damped_inverse(W: torch.Tensor, H: torch.Tensor, damp: float) -> tuple[torc
         ) from None
 
 
-class _Workspace:
-    """Reusable flat float64 storage: fresh multi-MB tensors cost more in page faults than the copy."""
-
-    def __init__(self, like: torch.Tensor, numel: int) -> None:
-        self.flat = like.new_empty(numel)
-
-    def view(self, *shape: int) -> torch.Tensor:
-        return self.flat[: math.prod(shape)].view(*shape)
+def _carve(flat: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """A contiguous (rows, cols) view at the start of a reusable flat buffer."""
+    return flat[: rows * cols].view(rows, cols)
 
 
 class _LazyObsState:
-    """Hinv, P = WᵀW and W of the current columns, with pending low-rank updates (see module docstring).
-
-    Current values: ``Hinv_cur = Hinv − Utᵀ Ut``, ``P_cur = P − Utᵀ Zt − Ztᵀ Ut``, ``W_cur = W − Atᵀ Ut``
-    where the buffers ``Ut``, ``Zt`` (k, n) and ``At`` (k, d_out) hold the first k pending rows. Removed
-    groups stay in the matrices (masked by ``alive``) until enough of them justify a compaction.
+    """Hinv, P = WᵀW and W of the current columns with pending low-rank updates (see module docstring):
+    ``Hinv − Utᵀ Ut``, ``P − Utᵀ Zt − Ztᵀ Ut``, ``W − Atᵀ Ut``, with k pending rows in Ut, Zt (k, n) and
+    At (k, d_out). Removed groups stay (masked by ``alive``) until enough justify a compaction.
     """
 
     def __init__(self, W: torch.Tensor, Hinv: torch.Tensor, group_size: int, rank_budget: int) -> None:
@@ -206,9 +192,10 @@ class _LazyObsState:
         self.capacity = max(rank_budget // group_size, 1) * group_size
         self.W, self.Hinv = W, Hinv
         self.P = W.T @ W
-        # Hinv and P live in the first buffer of their pair; the second receives row-compacted copies.
-        self.spaces = [_Workspace(W, n * n) for _ in range(3)]
-        self.lowrank = [_Workspace(W, self.capacity * n) for _ in range(2)]
+        # Reused flat buffers (fresh multi-MB tensors cost more in page faults than the copies into them):
+        # compacted Hinv, compacted P, row-compacted scratch; pending rows of U and Z.
+        self.spaces = [W.new_empty(n * n) for _ in range(3)]
+        self.lowrank = [W.new_empty(self.capacity * n) for _ in range(2)]
         self.At = W.new_empty(self.capacity, W.shape[0])
         self.groups = torch.arange(n // group_size, device=W.device)
         self.alive = torch.ones(len(self.groups), dtype=torch.bool, device=W.device)
@@ -217,7 +204,7 @@ class _LazyObsState:
     def _restart(self) -> None:
         """Starts an empty batch of pending updates on the current layout."""
         n = self.Hinv.shape[0]
-        self.Ut, self.Zt = self.lowrank[0].view(self.capacity, n), self.lowrank[1].view(self.capacity, n)
+        self.Ut, self.Zt = (_carve(flat, self.capacity, n) for flat in self.lowrank)
         self.k = 0
         # Diagonal g × g blocks of Hinv_cur and P_cur, one per group: (n_groups, g, g).
         self.Dh, self.Dp = self._diag_blocks(self.Hinv), self._diag_blocks(self.P)
@@ -301,11 +288,11 @@ class _LazyObsState:
         cols = group_columns(self.alive.nonzero().flatten(), self.g)
         n, m = self.Hinv.shape[0], len(cols)
         for name in ("Hinv", "P"):
-            rows = self.spaces[2].view(m, n)
+            rows = _carve(self.spaces[2], m, n)
             torch.index_select(getattr(self, name), 0, cols, out=rows)
             # The matrix's own storage is free again once its rows are copied out.
             own = self.spaces[0] if name == "Hinv" else self.spaces[1]
-            setattr(self, name, torch.index_select(rows, 1, cols, out=own.view(m, m)))
+            setattr(self, name, torch.index_select(rows, 1, cols, out=_carve(own, m, m)))
         self.W = self.W.index_select(1, cols)
         self.groups = self.groups[self.alive]
         self.alive = self.alive[self.alive]
@@ -336,16 +323,19 @@ def _whiten(
     return u, p, a, C
 
 
-STEP_THREADS: int | None = 1
-
-
 @contextmanager
 def _step_threads(device: torch.device) -> Iterator[None]:
+    """Runs one greedy step's small, latency-bound products single-threaded on CPU.
+
+    Threads gain nothing there but synchronisation, which stalls for milliseconds whenever another
+    process holds a core (measured: 12 s instead of 5.5 s per 3072-wide FC2). Flushes keep the caller's
+    thread count; the setting is restored after every step.
+    """
     threads = torch.get_num_threads()
-    if device.type != "cpu" or STEP_THREADS is None:
+    if device.type != "cpu" or threads == 1:
         yield
         return
-    torch.set_num_threads(STEP_THREADS)
+    torch.set_num_threads(1)
     try:
         yield
     finally:
@@ -365,7 +355,8 @@ def prune_groups(
     Groups are consecutive blocks of ``group_size`` input columns (a head = head_dim columns of the
     attention output projection; an FFN neuron = one FC2 column, or a group of g neurons). Dead columns
     (``H[j, j] == 0``) get ``H[j, j] = 1`` and ``W[:, j] = 0``; H is always damped by
-    ``damp · mean(diag H) · I``. The reported losses are measured with this damped H.
+    ``damp · mean(diag H) · I``. The reported losses are measured with this damped H. On CPU each greedy
+    step runs with one torch thread (restored afterwards); the batched updates use the caller's setting.
 
     Args:
         W: (d_out, d_in) weight in ``nn.Linear`` layout (GPT-2 ``Conv1D`` weights must be transposed).

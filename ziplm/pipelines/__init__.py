@@ -54,7 +54,7 @@ COMMANDS: dict[str, Command] = {
         Command("run", _PRUNE, "the main job: prune a model into a speedup family (default command)"),
         Command("prune", _PRUNE, "build the ZipLM family for the configured targets (same as run)"),
         Command("latency", "ziplm.pipelines.latency:run_latency", "measure the latency table of an environment"),
-        Command("eval", f"{_STUBS}:evaluate", "evaluate a dense or pruned model on the task", issue=5),
+        Command("eval", "ziplm.pipelines.evaluate:run_evaluate", "evaluate a saved member: checkpoint=<folder>"),
         Command("report", f"{_STUBS}:report", "tables and plots from finished runs", issue=6),
         Command("export", f"{_STUBS}:export", "export a family member (safetensors, ONNX)", issue=7),
         Command("serve-bench", f"{_STUBS}:serve_bench", "benchmark an exported model end to end", issue=7),

@@ -19,10 +19,10 @@ from torch import nn
 
 from ziplm.core.database import DatabaseFingerprint, LevelDatabase, LevelEntry
 from ziplm.core.levels import ffn_levels, head_levels
-from ziplm.core.obs import prune_groups
 from ziplm.core.structure import ModelDims, Structure
 from ziplm.models.adapter import SUBLAYERS, Sublayer, current_structure, get_output_weight
 from ziplm.models.registry import adapter_for
+from ziplm.pruning.baselines import SOLVERS, Solver, obs_solver
 from ziplm.pruning.calibration import ProjectionStats, capture
 
 
@@ -34,6 +34,7 @@ class DatabaseSettings:
     ffn_group_size: int = 1
     ffn_grid_ratio: float = 0.9
     ffn_round_to: int = 1
+    method: str = "obs"  # obs = ZipLM; magnitude / random are baselines sharing everything else
 
 
 def _digest_tensors(tensors: Sequence[torch.Tensor]) -> str:
@@ -62,6 +63,7 @@ def fingerprint(
         ffn_levels=tuple(_ffn_grid(dims, settings)),
         ffn_group_size=settings.ffn_group_size,
         dims=dims.to_dict(),
+        method=settings.method,
     )
 
 
@@ -82,6 +84,7 @@ def _sublayer_entries(
     unit_width: int,
     group: int,
     damp: float,
+    solver: Solver = obs_solver,
 ) -> list[LevelEntry]:
     """Run OBS for one sublayer and turn its levels into database entries with relative errors.
 
@@ -95,7 +98,7 @@ def _sublayer_entries(
         return [removal]
     nonzero = [k for k in levels if k > 0]
     hessian = stats.hessian.hessian()
-    result = prune_groups(weight.double(), hessian, unit_width * group, [k // group for k in nonzero], damp=damp)
+    result = solver(weight.double(), hessian, unit_width * group, [k // group for k in nonzero], damp)
     diag = hessian.diagonal()
     dead = diag == 0
     base = weight.double().clone()
@@ -136,6 +139,8 @@ def build_database(
 ) -> LevelDatabase:
     """Build (or resume) the levels database of `model` on calibration `batches` in `folder`."""
     settings = settings or DatabaseSettings()
+    if settings.method not in SOLVERS:
+        raise ValueError(f"unknown structure-selection method {settings.method!r}; choose one of {sorted(SOLVERS)}")
     if not batches:
         raise ValueError("the calibration set is empty: give at least one batch of calibration samples")
     adapter = adapter_for(model)
@@ -182,4 +187,5 @@ def _layer_sublayer(
         kept, grid, width, group = layer_structure.neurons, fp.ffn_levels, 1, settings.ffn_group_size
     removed = adapter.output_projection(model, layer, sublayer) is None
     weight = torch.zeros(dims.hidden_size, 0) if removed else get_output_weight(adapter, model, layer, sublayer)
-    return _sublayer_entries(weight, stats.get((layer, sublayer)), kept, grid, width, group, settings.damp)
+    solver = SOLVERS[settings.method]
+    return _sublayer_entries(weight, stats.get((layer, sublayer)), kept, grid, width, group, settings.damp, solver)

@@ -1,0 +1,44 @@
+"""``ziplm eval checkpoint=<folder> task=…``: evaluate a saved family member (or any HF folder) on a task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig
+from rich.console import Console
+
+from ziplm.data.features import build_features
+from ziplm.data.sources import load_splits
+from ziplm.data.spec import TaskSpec
+from ziplm.eval.evaluate import evaluate
+from ziplm.models import build_tokenizer, count_parameters, load_pruned
+from ziplm.models.io import MANIFEST
+from ziplm.pipelines.common import model_spec, to_dict
+from ziplm.pipelines.outputs import run_dir
+
+
+def run_evaluate(cfg: DictConfig) -> None:
+    """Load `checkpoint` offline and report the task metric on every evaluation split."""
+    if not cfg.get("checkpoint"):
+        raise ValueError("ziplm eval needs checkpoint=<folder of a saved member, e.g. outputs/run/.../family/2x>")
+    folder = Path(str(cfg.checkpoint))
+    if not (folder / MANIFEST).is_file():
+        raise ValueError(f"{folder} is not a ziplm model folder (no {MANIFEST}); pass a family member folder")
+    model = load_pruned(folder)
+    task = TaskSpec.from_mapping(to_dict(cfg.task))
+    tokenizer = build_tokenizer(model_spec(cfg)) if not (folder / "tokenizer_config.json").is_file() else None
+    if tokenizer is None:
+        import transformers
+
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    splits = load_splits(task, seed=int(cfg.seed))
+    results: dict[str, dict[str, float]] = {}
+    for split in task.eval_splits:
+        examples = splits[split]
+        features = build_features(examples, tokenizer, task, train=False)
+        results[split] = evaluate(model, task, examples, features, int(cfg.trainer.eval_batch_size))
+    record = {"checkpoint": str(folder), "task": task.name, "parameters": count_parameters(model), "results": results}
+    out = run_dir(cfg)
+    (out / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+    Console().print_json(json.dumps(record))
