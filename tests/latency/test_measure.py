@@ -81,3 +81,12 @@ def test_bad_environments_are_refused(env: Environment, message: str) -> None:
         pytest.skip("a CUDA device is present")
     with pytest.raises(ValueError, match=message):
         measure_latency_table(build_model(TINY_BERT, "base"), env, [4, 0], [64, 0], show_progress=False)
+
+
+def test_monotone_fit_pools_inversions_and_keeps_monotone_tables() -> None:
+    from ziplm.latency.measure import monotone_times
+
+    assert monotone_times({0: 0.0, 1: 1.0, 2: 2.0}) == {0: 0.0, 1: 1.0, 2: 2.0}
+    fitted = monotone_times({0: 0.0, 10: 3.0, 20: 1.0, 30: 4.0})
+    assert fitted == {0: 0.0, 10: 2.0, 20: 2.0, 30: 4.0}  # the inverted pair is pooled to its mean
+    assert sum(fitted.values()) == pytest.approx(8.0)

@@ -114,6 +114,26 @@ def _sublayer_timer(probe: nn.Module, sublayer: Sublayer, keep: int, env: Enviro
     return lambda: forward(x)
 
 
+def monotone_times(times: dict[int, float]) -> dict[int, float]:
+    """Least-squares non-decreasing fit of time vs kept count (pool-adjacent-violators).
+
+    Keeping more heads or neurons never makes a block faster; a measured inversion is timing noise,
+    and left in the table it would let the DP buy "free" capacity. The raw medians stay in metadata.
+    """
+    keys = sorted(times)
+    blocks: list[list[float]] = []  # [sum, count] of pooled runs, in increasing-key order
+    for k in keys:
+        blocks.append([times[k], 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    fitted: list[float] = []
+    for total, count in blocks:
+        fitted += [total / count] * int(count)
+    return dict(zip(keys, fitted, strict=True))
+
+
 def _time(fn: Callable[[], object], env: Environment) -> Timing:
     return measure(
         fn,
@@ -163,8 +183,8 @@ def measure_latency_table(
     return LatencyTable(
         environment=fingerprint,
         base_time=base.median,
-        attention={k: t.median for k, t in timings["attention"].items()},
-        ffn={k: t.median for k, t in timings["ffn"].items()},
+        attention=monotone_times({k: t.median for k, t in timings["attention"].items()}),
+        ffn=monotone_times({k: t.median for k, t in timings["ffn"].items()}),
         metadata={
             "base": base.to_dict(),
             "attention": {str(k): t.to_dict() for k, t in timings["attention"].items()},

@@ -1,0 +1,74 @@
+"""ZipLM one-shot vs magnitude and random structured pruning on MiniLM + BBC News, no fine-tuning.
+
+Every method shares the teacher, calibration data, level grids, relative-error definition, latency
+table and DP search; only the structure selection differs (OBS with weight updates vs the smallest
+output-projection norms vs a random order, both without updates). Each member is evaluated and its
+end-to-end speedup measured against the dense model, interleaved.
+
+    python benchmarks/oneshot_vs_baselines.py                   # reuses the main job's cached teacher/table
+    python benchmarks/oneshot_vs_baselines.py --targets 1.5 2 3 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from ziplm.config.paths import compose
+from ziplm.core.latency import LatencyModel
+from ziplm.data.calibration import calibration_batches
+from ziplm.eval.evaluate import evaluate
+from ziplm.latency.cache import load_or_measure
+from ziplm.latency.measure import interleaved_speedups
+from ziplm.models import adapter_for
+from ziplm.pipelines.context import build_context
+from ziplm.pipelines.family import search_space
+from ziplm.pipelines.latency import level_grids
+from ziplm.pipelines.teacher import load_or_train_teacher
+from ziplm.pruning.database_builder import DatabaseSettings, build_database
+from ziplm.pruning.stitch import stitch
+from ziplm.pruning.targets import search_target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", nargs="+", type=float, default=[1.5, 2.0, 3.0])
+    parser.add_argument("--methods", nargs="+", default=["obs", "magnitude", "random"])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides (default: the main job's config)")
+    args = parser.parse_args()
+    cfg = compose(["logger=none", *args.overrides], command="bench")
+    ctx = build_context(cfg)
+    teacher, cached = load_or_train_teacher(ctx)
+    dims = adapter_for(teacher).dims(teacher)
+    heads, ffn = level_grids(cfg, dims.num_heads, dims.intermediate_size)
+    table, _, _ = load_or_measure(teacher, ctx.env, heads, ffn, cfg.cache_dir)
+    latency = LatencyModel(table, dims.num_layers)
+    calib = calibration_batches(ctx.train_features, int(ctx.schedule["calibration_samples"]), 32, int(cfg.seed))
+    metric = "accuracy"
+    dense = evaluate(teacher, ctx.task, ctx.eval_examples, ctx.eval_features, 64, show_progress=False)[metric]
+    print(f"{ctx.spec.name} on {ctx.task.name} ({'cached' if cached else 'new'} teacher), {ctx.env.device} "
+          f"batch {ctx.env.batch_size} x seq {ctx.env.seq_length}; dense {metric} {dense:.2f}")  # fmt: skip
+    print(f"{'method':<10}{'target':>8}{'predicted':>11}{'measured':>10}{metric:>10}{'Δ dense':>9}{'seconds':>9}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in args.methods:
+            started = time.perf_counter()
+            settings = DatabaseSettings(damp=float(ctx.schedule["damp"]), method=method)
+            db = build_database(teacher, calib, Path(tmp) / method, settings, show_progress=False)
+            space = search_space(db, table, dims.num_layers)
+            for target in args.targets:
+                choice, _ = search_target(space, latency, target)
+                pruned = stitch(teacher, db, choice)
+                acc = evaluate(pruned, ctx.task, ctx.eval_examples, ctx.eval_features, 64, show_progress=False)[metric]
+                measured = interleaved_speedups(teacher, [pruned], ctx.env, args.rounds)[0]
+                print(
+                    f"{method:<10}{target:>8.2f}{latency.speedup(choice):>11.2f}{measured:>10.2f}{acc:>10.2f}"
+                    f"{acc - dense:>+9.2f}{time.perf_counter() - started:>9.0f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
