@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+import numpy as np
 import pytest
 import torch
 
@@ -219,6 +220,8 @@ def test_nothing_removed_and_everything_removed_levels():
     assert empty.weight.shape == (5, 0) and empty.kept_groups.numel() == 0
     assert empty.loss == pytest.approx(res.removal_losses.sum().item())
     assert isinstance(res, ObsResult) and res.level(0) is empty
+    numpy_counts = prune_groups(W, H, 8, np.array([5, 2]))  # numpy / torch integers are fine
+    assert [lvl.keep for lvl in numpy_counts.levels] == [5, 2]
     with pytest.raises(KeyError, match="keep=3"):
         res.level(3)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -91,9 +92,19 @@ def group_columns(groups: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 def _all_finite(x: torch.Tensor) -> bool:
-    # A finite sum proves every entry finite (NaN/Inf propagate); only an overflowing sum needs the
-    # elementwise check, which is much slower on large matrices.
+    # A finite sum proves all entries finite; only an overflowing sum needs the slow elementwise check.
     return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
+def _as_count(c: object, n_groups: int) -> int:
+    """A keep count as a Python int (numpy/torch integers accepted), or ValueError."""
+    try:
+        value = operator.index(c)  # type: ignore[arg-type]
+    except TypeError:  # floats, strings, …
+        value = -1
+    if isinstance(c, bool) or not 0 <= value <= n_groups:
+        raise ValueError(f"keep count {c!r} is not an int in [0, n_groups={n_groups}]")
+    return value
 
 
 def _validate(W: torch.Tensor, H: torch.Tensor, group_size: int, keep_counts: Sequence[int], damp: float) -> list[int]:
@@ -115,12 +126,9 @@ def _validate(W: torch.Tensor, H: torch.Tensor, group_size: int, keep_counts: Se
     if not _all_finite(H):
         raise ValueError("H contains NaN or Inf")
     n_groups = W.shape[1] // group_size
-    counts = list(keep_counts)
+    counts = [_as_count(c, n_groups) for c in keep_counts]
     if not counts:
         raise ValueError("keep_counts is empty: give at least one number of groups to keep")
-    for c in counts:
-        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= n_groups:
-            raise ValueError(f"keep count {c!r} is not an int in [0, n_groups={n_groups}]")
     if any(a <= b for a, b in itertools.pairwise(counts)):
         raise ValueError(f"keep_counts must be strictly decreasing, got {counts}")
     return counts
@@ -325,11 +333,9 @@ def _whiten(
 
 @contextmanager
 def _step_threads(device: torch.device) -> Iterator[None]:
-    """Runs one greedy step's small, latency-bound products single-threaded on CPU.
-
-    Threads gain nothing there but synchronisation, which stalls for milliseconds whenever another
-    process holds a core (measured: 12 s instead of 5.5 s per 3072-wide FC2). Flushes keep the caller's
-    thread count; the setting is restored after every step.
+    """One greedy step's small, latency-bound products run single-threaded on CPU: threads only add
+    synchronisation there, which stalls whenever another process holds a core (12 s instead of 5.5 s per
+    3072-wide FC2). Flushes keep the caller's thread count; the setting is restored after every step.
     """
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
@@ -380,12 +386,8 @@ def prune_groups(
     W64, Hinv = _damped_inverse(W, H, damp)
     state = _LazyObsState(W64, Hinv, group_size, rank_budget)
     n_groups = W.shape[1] // group_size
-    wanted = set(counts)
-    snapshots: dict[int, ObsLevel] = {}
-    order: list[int] = []
-    losses: list[float] = []
-    total = 0.0
-    n_alive = n_groups
+    wanted, snapshots = set(counts), dict[int, ObsLevel]()
+    order, losses, total, n_alive = list[int](), list[float](), 0.0, n_groups
     while True:
         if n_alive in wanted:
             weight = state.kept_weight().to(dtype=W.dtype)
