@@ -12,6 +12,11 @@ from ziplm.core.hessian import HessianAccumulator, TokenMask, capture_hessians, 
 F64 = torch.float64
 
 
+def assert_gram_close(got: torch.Tensor, want: torch.Tensor) -> None:
+    """fp32 inputs get an fp32 Gram per chunk (fp64 running mean): agree to 1e-6 of H's scale."""
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6 * float(want.abs().max()))
+
+
 @pytest.fixture(autouse=True)
 def _single_thread():
     """These matrices are tiny: intra-op threads only add synchronisation, which stalls badly when
@@ -61,7 +66,7 @@ def test_running_mean_equals_direct_computation_on_real_tokens(monkeypatch: pyte
         acc.add_batch(x, mask.int())  # 0/1 masks work like bool masks
     real = torch.cat([x[mask] for x, mask in batches])
     assert acc.n_tokens == real.shape[0]
-    torch.testing.assert_close(acc.hessian(), direct_hessian(real), rtol=1e-12, atol=0)
+    assert_gram_close(acc.hessian(), direct_hessian(real))
     assert acc.hessian().dtype == F64
 
 
@@ -71,7 +76,7 @@ def test_flat_tokens_without_mask():
     acc.add_batch(x[:20])
     acc.add_batch(x[20:])
     assert acc.d_in == 6 and acc.n_tokens == 50
-    torch.testing.assert_close(acc.hessian(), direct_hessian(x), rtol=1e-12, atol=0)
+    assert_gram_close(acc.hessian(), direct_hessian(x))
 
 
 def test_shape_and_mask_mismatches_raise():
@@ -112,7 +117,7 @@ def test_capture_hessians_with_masks_for_linear_and_conv1d():
     hessians = capture_hessians({"fc": fc, "conv": conv}, run_batches)
     real = torch.cat([x[mask] for x, mask in batches])
     with torch.no_grad():
-        torch.testing.assert_close(hessians["fc"], direct_hessian(real), rtol=1e-10, atol=0)
+        assert_gram_close(hessians["fc"], direct_hessian(real))
         hidden = nn.functional.gelu(fc(real))
         torch.testing.assert_close(hessians["conv"], direct_hessian(hidden), rtol=1e-5, atol=1e-8)
     assert not fc._forward_pre_hooks and not conv._forward_pre_hooks
@@ -142,5 +147,13 @@ def test_hessian_hooks_context_manager_without_mask():
     with hessian_hooks({"fc": fc}) as (accumulators, token_mask), torch.no_grad():
         assert token_mask.current is None
         model(x)
-    torch.testing.assert_close(accumulators["fc"].hessian(), direct_hessian(x), rtol=1e-10, atol=0)
+    assert_gram_close(accumulators["fc"].hessian(), direct_hessian(x))
     assert not fc._forward_pre_hooks
+
+
+def test_float64_inputs_are_accumulated_exactly() -> None:
+    x = torch.randn(3, 40, 12, dtype=torch.float64)
+    acc = HessianAccumulator()
+    acc.add_batch(x)
+    flat = x.reshape(-1, 12)
+    torch.testing.assert_close(acc.hessian(), 2 * flat.T @ flat / flat.shape[0], rtol=1e-12, atol=0)
