@@ -16,7 +16,7 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from ziplm.core.hessian import HessianAccumulator
+from ziplm.core.hessian import HessianAccumulator, hessian_hooks
 from ziplm.models.adapter import SUBLAYERS, Sublayer
 from ziplm.models.registry import adapter_for
 
@@ -41,56 +41,54 @@ def _flat_tokens(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
     return flat if mask is None else flat[mask.reshape(-1).to(torch.bool)]
 
 
+def _projections(model: nn.Module, layers: Iterable[int]) -> dict[tuple[int, Sublayer], nn.Module]:
+    adapter = adapter_for(model)
+    found = {}
+    for layer in layers:
+        for sublayer in SUBLAYERS:
+            module = adapter.output_projection(model, layer, sublayer)
+            if module is not None:  # a removed sublayer has nothing left to prune
+                found[(layer, sublayer)] = module
+    return found
+
+
 def capture(
-    model: nn.Module,
-    batches: Iterable[Mapping[str, torch.Tensor]],
-    layers: Iterable[int],
-    show_progress: bool = True,
+    model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], layers: Iterable[int], show_progress: bool = True
 ) -> CalibrationStats:
     """Run `batches` (dicts of model inputs, with ``attention_mask``) and collect statistics.
 
     Raises:
         ValueError: if the calibration set is empty or holds no non-padding token.
     """
-    adapter = adapter_for(model)
-    result = CalibrationStats()
-    current: dict[str, torch.Tensor | None] = {"mask": None}
-    handles = []
-
-    def make_hook(stats: ProjectionStats) -> Any:
-        def hook(_: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            mask = current["mask"]
-            stats.hessian.add_batch(inputs[0].detach(), mask)
-            stats.output_energy += float(_flat_tokens(output.detach(), mask).double().pow(2).sum())
-
-        return hook
-
-    for layer in layers:
-        for sublayer in SUBLAYERS:
-            module = adapter.output_projection(model, layer, sublayer)
-            if module is None:
-                continue
-            weight: Any = module.weight
-            d_in = int(weight.shape[0 if type(module).__name__ == "Conv1D" else 1])  # Conv1D stores (d_in, d_out)
-            stats = ProjectionStats(HessianAccumulator(d_in))
-            result.stats[(layer, sublayer)] = stats
-            handles.append(module.register_forward_hook(make_hook(stats)))
     batch_list = list(batches)
     if not batch_list:
         raise ValueError("the calibration set is empty: give at least one batch of calibration samples")
+    modules = _projections(model, layers)
+    names = {key: f"{key[0]}.{key[1]}" for key in modules}
+    energy = dict.fromkeys(modules, 0.0)
     was_training = model.training
     model.eval()
-    try:
-        with torch.no_grad(), Progress(disable=not show_progress, transient=True) as progress:
-            task = progress.add_task("calibration forward passes", total=len(batch_list))
-            for batch in batch_list:
-                current["mask"] = batch.get("attention_mask")
-                model(**batch)
-                progress.advance(task)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    if any(s.hessian.n_tokens == 0 for s in result.stats.values()):
+    with hessian_hooks({names[k]: m for k, m in modules.items()}) as (accumulators, token_mask):
+
+        def energy_hook(key: tuple[int, Sublayer]) -> Any:
+            def hook(_: nn.Module, __: Any, output: torch.Tensor) -> None:
+                energy[key] += float(_flat_tokens(output.detach(), token_mask.current).double().pow(2).sum())
+
+            return hook
+
+        handles = [m.register_forward_hook(energy_hook(k)) for k, m in modules.items()]
+        try:
+            with torch.no_grad(), Progress(disable=not show_progress, transient=True) as progress:
+                task = progress.add_task("calibration forward passes", total=len(batch_list))
+                for batch in batch_list:
+                    token_mask.set(batch.get("attention_mask"))
+                    model(**batch)
+                    progress.advance(task)
+        finally:
+            for handle in handles:
+                handle.remove()
+            model.train(was_training)
+    stats = {k: ProjectionStats(accumulators[names[k]], energy[k]) for k in modules}
+    if any(s.hessian.n_tokens == 0 for s in stats.values()):
         raise ValueError("the calibration set holds no token: every position is masked as padding")
-    return result
+    return CalibrationStats(stats)
