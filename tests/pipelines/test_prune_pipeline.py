@@ -161,3 +161,26 @@ def test_distillation_lowers_the_students_loss(tmp_path: Path) -> None:
     trainer = make_trainer({"accelerator": "cpu", "devices": 1}, tmp_path, max_epochs=3, show_progress=False)
     trainer.fit(module, datamodule=TaskDataModule(train, None, 16, 32))
     assert distance() < 0.8 * before
+
+
+def test_gpt2_language_model_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoder path: tiny GPT-2 on generated text, perplexity, gradual with distillation."""
+    out = tmp_path / "run"
+    overrides = [
+        "model=tiny-gpt2",
+        "task=tiny-lm",
+        "schedule=gradual",
+        "schedule.targets=[1.5]",
+        "schedule.epochs_per_stage=1",
+        "schedule.calibration_samples=16",
+        "schedule.spdy_random_starts=1",
+        "schedule.spdy_local_steps=1",
+        "task.max_train_samples=40",
+        "task.max_eval_samples=8",
+    ]
+    _run(tmp_path, out, overrides, monkeypatch)
+    record = json.loads((out / "family" / "1.5x" / "metrics.json").read_text())
+    dense = json.loads((out / "dense_metrics.json").read_text())
+    assert record["predicted_speedup"] >= 1.5
+    assert 1.0 < dense["metric/perplexity"] < 1e6 and 1.0 < record["metric/perplexity"] < 1e6
+    assert load_pruned(out / "family" / "1.5x").config.model_type == "gpt2"

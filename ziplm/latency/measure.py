@@ -21,6 +21,7 @@ from torch import nn
 from ziplm.core.latency import LatencyTable
 from ziplm.core.structure import Structure
 from ziplm.core.timing import Timing, measure
+from ziplm.latency.calibrate import fit_calibration, probe_configs, uniform_model
 from ziplm.models.adapter import STRUCTURE_CONFIG_KEY, Sublayer
 from ziplm.models.registry import adapter_for
 
@@ -90,6 +91,7 @@ def environment_fingerprint(
         "dims": adapter_for(model).dims(model).to_dict(),
         "head_levels": list(head_levels),
         "ffn_levels": list(ffn_levels),
+        "latency_model": "additive, calibrated on whole models (v1)",
     }
 
 
@@ -140,7 +142,7 @@ def _time(fn: Callable[[], object], env: Environment) -> Timing:
         device=env.device,
         warmup=env.warmup,
         min_repetitions=env.repetitions,
-        max_repetitions=max(env.repetitions, 10 * env.repetitions),
+        max_repetitions=2 * env.repetitions,
         max_seconds=env.max_seconds_per_entry,
     )
 
@@ -154,12 +156,6 @@ def model_timer(model: nn.Module, env: Environment) -> Callable[[], object]:
     return lambda: model(input_ids=ids, attention_mask=mask)
 
 
-def measure_model(model: nn.Module, env: Environment) -> Timing:
-    """End-to-end median time of `model` in `env`."""
-    env.apply()
-    return _time(model_timer(model, env), env)
-
-
 def measure_latency_table(
     model: nn.Module,
     env: Environment,
@@ -167,43 +163,49 @@ def measure_latency_table(
     ffn_levels: Sequence[int],
     show_progress: bool = True,
 ) -> LatencyTable:
-    """Time one attention block per head level, one FFN block per neuron level, and the dense model."""
+    """Time one attention block per head level and one FFN block per neuron level in isolation, then
+    calibrate them against whole uniformly pruned models (see `ziplm.latency.calibrate`)."""
     env.validate()
     fingerprint = environment_fingerprint(env, model, head_levels, ffn_levels)
     probe = one_layer_probe(model)
     timings: dict[str, dict[int, Timing]] = {"attention": {}, "ffn": {}}
     jobs: list[tuple[Sublayer, int]] = [("attention", k) for k in head_levels] + [("ffn", m) for m in ffn_levels]
     with Progress(disable=not show_progress, transient=True) as progress:
-        task = progress.add_task("latency table", total=len(jobs) + 1)
-        base = measure_model(copy.deepcopy(model), env)
-        progress.advance(task)
+        task = progress.add_task("latency table: isolated sublayers", total=len(jobs))
         for sublayer, keep in jobs:
             timings[sublayer][keep] = _time(_sublayer_timer(probe, sublayer, keep, env), env)
             progress.advance(task)
+    attention = monotone_times({k: t.median for k, t in timings["attention"].items()})
+    ffn = monotone_times({k: t.median for k, t in timings["ffn"].items()})
+    configs = probe_configs(head_levels, ffn_levels)
+    models = [uniform_model(model, h, m) for h, m in configs]
+    measured = interleaved_medians(models, env, rounds=max(5, env.repetitions // 2))
+    num_layers = adapter_for(model).dims(model).num_layers
+    fit = fit_calibration(configs, measured, attention, ffn, num_layers)
     return LatencyTable(
         environment=fingerprint,
-        base_time=base.median,
-        attention=monotone_times({k: t.median for k, t in timings["attention"].items()}),
-        ffn=monotone_times({k: t.median for k, t in timings["ffn"].items()}),
+        base_time=measured[0],
+        attention={k: t * fit.attention_scale for k, t in attention.items()},
+        ffn={m: t * fit.ffn_scale for m, t in ffn.items()},
         metadata={
-            "base": base.to_dict(),
-            "attention": {str(k): t.to_dict() for k, t in timings["attention"].items()},
-            "ffn": {str(k): t.to_dict() for k, t in timings["ffn"].items()},
+            "calibration": fit.to_dict(),
+            "isolated_attention": {str(k): t.to_dict() for k, t in timings["attention"].items()},
+            "isolated_ffn": {str(k): t.to_dict() for k, t in timings["ffn"].items()},
         },
     )
 
 
-def interleaved_speedups(dense: nn.Module, members: Sequence[nn.Module], env: Environment, rounds: int) -> list[float]:
-    """Measured end-to-end speedup of each member over `dense`, timed interleaved.
+def interleaved_medians(models: Sequence[nn.Module], env: Environment, rounds: int) -> list[float]:
+    """Median end-to-end seconds of each model, timed interleaved (m1, m2, …, m1, m2, …).
 
-    Each round times dense, member 1, member 2, … once, so slow drift of the machine (thermal, other
-    load) hits all models alike; speedups are ratios of per-model medians over `rounds` rounds.
+    Slow drift of the machine (thermal, other load) then hits all models alike, so ratios of these
+    medians are far more stable than separately timed runs.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     env.validate()
     env.apply()
-    timers = [model_timer(m, env) for m in [dense, *members]]
+    timers = [model_timer(m, env) for m in models]
     samples: list[list[float]] = [[] for _ in timers]
     sync = torch.cuda.synchronize if env.device.startswith("cuda") else (lambda: None)
     with torch.inference_mode():
@@ -217,5 +219,10 @@ def interleaved_speedups(dense: nn.Module, members: Sequence[nn.Module], env: En
                 fn()
                 sync()
                 samples[i].append(time.perf_counter() - start)
-    medians = [statistics.median(s) for s in samples]
+    return [statistics.median(s) for s in samples]
+
+
+def interleaved_speedups(dense: nn.Module, members: Sequence[nn.Module], env: Environment, rounds: int) -> list[float]:
+    """Measured end-to-end speedup of each member over `dense` (interleaved medians, see above)."""
+    medians = interleaved_medians([dense, *members], env, rounds)
     return [medians[0] / m for m in medians[1:]]
