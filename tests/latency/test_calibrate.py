@@ -1,27 +1,44 @@
-"""Whole-model calibration of isolated sublayer timings."""
+"""In-situ sublayer times from whole-model anchors, interpolated with the isolated curve's shape."""
 
 from __future__ import annotations
 
 import pytest
 
-from ziplm.latency.calibrate import fit_calibration, probe_configs
-
-ATTENTION = {0: 0.0, 2: 1.0, 4: 2.0}
-FFN = {0: 0.0, 32: 3.0, 64: 5.0}
-
-
-def test_fit_recovers_intercept_and_scales() -> None:
-    configs = probe_configs([4, 2, 0], [64, 32, 0])
-    assert configs[0] == (4, 64) and (0, 0) in configs
-    truth = [0.7 + 1.5 * 3 * ATTENTION[h] + 0.8 * 3 * FFN[m] for h, m in configs]
-    fit = fit_calibration(configs, truth, ATTENTION, FFN, num_layers=3)
-    assert (fit.intercept, fit.attention_scale, fit.ffn_scale) == pytest.approx((0.7, 1.5, 0.8))
-    assert max(abs(p["relative_error"]) for p in fit.probes) < 1e-9
+from tests.conftest import TINY_BERT
+from ziplm.latency.calibrate import anchor_levels, in_situ_times, interpolate_with_shape
+from ziplm.models import adapter_for, build_model
 
 
-def test_fit_never_returns_non_positive_scales() -> None:
-    configs = probe_configs([4, 2, 0], [64, 32, 0])
-    # Attention time anti-correlated with measurement: a free fit would give it a negative scale.
-    measured = [10.0 - 0.5 * ATTENTION[h] + 3 * FFN[m] for h, m in configs]
-    fit = fit_calibration(configs, measured, ATTENTION, FFN, num_layers=3)
-    assert fit.attention_scale > 0 and fit.ffn_scale > 0
+def test_anchor_levels_span_the_grid() -> None:
+    grid = [64, 58, 52, 47, 42, 38, 34, 31, 28, 0]
+    anchors = anchor_levels(grid, 4)
+    assert anchors[0] == 0 and anchors[-1] == 64 and len(anchors) == 4
+    assert anchor_levels([4, 2, 0], 8) == [0, 2, 4]
+
+
+def test_interpolation_is_exact_at_anchors_and_follows_the_shape() -> None:
+    isolated = {0: 0.0, 1: 1.0, 2: 4.0, 3: 5.0, 4: 6.0}
+    anchors = {0: 0.0, 2: 2.0, 4: 4.0}
+    got = interpolate_with_shape(isolated, anchors)
+    assert [got[k] for k in (0, 2, 4)] == [0.0, 2.0, 4.0]
+    assert got[1] == pytest.approx(0.5)  # 1/4 of the way along the isolated curve from 0 to 2
+    assert got[3] == pytest.approx(3.0)
+
+
+def test_in_situ_times_recover_per_layer_costs_of_an_additive_machine() -> None:
+    """With a fake timer that is exactly additive, anchors equal the per-layer costs."""
+    model = build_model(TINY_BERT, "base")
+    layers = adapter_for(model).dims(model).num_layers
+
+    def fake_timer(models: list) -> list[float]:
+        out = []
+        for m in models:
+            s = m.config.ziplm_structure["layers"]
+            out.append(0.5 + sum(0.1 * len(la["heads"]) + 0.01 * len(la["neurons"]) for la in s))
+        return out
+
+    base, attention, ffn, probes = in_situ_times(model, [4, 2, 0], [64, 32, 0], fake_timer)
+    assert base == pytest.approx(0.5 + layers * (0.4 + 0.64))
+    assert attention == pytest.approx({0: 0.0, 2: 0.2, 4: 0.4})
+    assert ffn == pytest.approx({0: 0.0, 32: 0.32, 64: 0.64})
+    assert len(probes) == 5

@@ -36,7 +36,7 @@ def test_table_has_every_level_and_the_environment(spec: ModelSpec) -> None:
     assert all(t > 0 for t in [table.base_time, table.attention[4], table.ffn[64]])
     env = table.environment
     assert (env["batch_size"], env["seq_length"], env["dtype"], env["engine"]) == (2, 8, "float32", "eager")
-    assert table.metadata["calibration"]["probes"][0]["heads"] == 4
+    assert table.metadata["whole_model_probes"][0]["heads"] == 4
     assert env["dims"]["num_heads"] == 4 and env["head_levels"] == [4, 2, 0]
     assert env["threads"] == torch.get_num_threads() and env["device_name"]
 

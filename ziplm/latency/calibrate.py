@@ -1,60 +1,35 @@
-"""Calibrating isolated sublayer timings against whole-model timings.
+"""In-situ sublayer times: isolated timings give the *shape* of each curve, whole models give its values.
 
 A sublayer timed alone runs with its weights hot in cache and without its neighbours' per-op
-overheads, so a plain sum of isolated times mispredicts whole pruned models (measured on this CPU:
-8–80% off). We therefore time a handful of uniformly pruned *whole* models and fit
+overheads; on this CPU a plain sum of isolated times mispredicted whole pruned models by 8–80%
+(batch 1 is memory bound in the full model, compute bound in isolation). So we also time whole
+models in which *every* layer has the same attention level (FFN dense) or the same FFN level
+(attention dense). With L layers and a removed sublayer costing nothing,
 
-    T(model) = a + s_attn · Σ_l t_attn(h_l) + s_ffn · Σ_l t_ffn(m_l)
+    t_attn(k) = (T(all attention at k) − T(all attention removed)) / L,
 
-by least squares; the table keeps the isolated *shape* of each curve and the fitted scales, and its
-T_base comes from the same interleaved timing rounds. Raw timings and the fit stay in the metadata.
+exactly what that level costs inside the model. These anchors are taken at a few levels and the
+isolated curve interpolates between them. All whole models are timed interleaved in the same rounds.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
 from torch import nn
 
 from ziplm.core.structure import Structure
 from ziplm.models.registry import adapter_for
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """Fitted correction: intercept (s) and one scale per sublayer kind; residuals per probe."""
-
-    intercept: float
-    attention_scale: float
-    ffn_scale: float
-    probes: list[dict[str, Any]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "intercept": self.intercept,
-            "attention_scale": self.attention_scale,
-            "ffn_scale": self.ffn_scale,
-            "probes": self.probes,
-        }
-
-
-def _nearest(levels: Sequence[int], fraction: float) -> int:
-    dense = max(levels)
-    return min(levels, key=lambda k: abs(k - fraction * dense))
-
-
-def probe_configs(head_levels: Sequence[int], ffn_levels: Sequence[int]) -> list[tuple[int, int]]:
-    """Uniform (kept heads, kept neurons) settings that span both axes, dense first."""
-    h, f = max(head_levels), max(ffn_levels)
-    configs = [(h, f)]
-    configs += [(_nearest(head_levels, x), f) for x in (2 / 3, 1 / 3, 0.0)]
-    configs += [(h, _nearest(ffn_levels, x)) for x in (2 / 3, 1 / 3, 0.0)]
-    configs += [(_nearest(head_levels, 0.5), _nearest(ffn_levels, 0.5)), (0, 0)]
-    return list(dict.fromkeys(configs))
+def anchor_levels(levels: Sequence[int], count: int) -> list[int]:
+    """About `count` levels spread evenly over the sorted grid, always with the dense level and 0."""
+    ordered = sorted(set(levels))
+    if len(ordered) <= count:
+        return ordered
+    step = (len(ordered) - 1) / (count - 1)
+    return sorted({ordered[round(i * step)] for i in range(count)})
 
 
 def uniform_model(model: nn.Module, heads: int, neurons: int) -> nn.Module:
@@ -67,27 +42,47 @@ def uniform_model(model: nn.Module, heads: int, neurons: int) -> nn.Module:
     return pruned
 
 
-def fit_calibration(
-    configs: Sequence[tuple[int, int]],
-    measured: Sequence[float],
-    attention: dict[int, float],
-    ffn: dict[int, float],
-    num_layers: int,
-) -> Calibration:
-    """Least-squares fit of intercept and per-kind scales; falls back to one common scale, then to none,
-    whenever a fitted scale would not be positive (too few or too noisy probes)."""
-    p_attn = np.array([num_layers * attention[h] for h, _ in configs])
-    p_ffn = np.array([num_layers * ffn[m] for _, m in configs])
-    y = np.asarray(measured, dtype=np.float64)
-    a, s_attn, s_ffn = np.linalg.lstsq(np.stack([np.ones_like(y), p_attn, p_ffn], 1), y, rcond=None)[0]
-    if s_attn <= 0 or s_ffn <= 0:
-        a, s = np.linalg.lstsq(np.stack([np.ones_like(y), p_attn + p_ffn], 1), y, rcond=None)[0]
-        s_attn = s_ffn = s if s > 0 else 1.0
-        if s <= 0:
-            a = float(np.median(y - p_attn - p_ffn))
-    predicted = a + s_attn * p_attn + s_ffn * p_ffn
-    probes = [
-        {"heads": h, "neurons": m, "measured": float(t), "fitted": float(p), "relative_error": float(p / t - 1)}
-        for (h, m), t, p in zip(configs, y, predicted, strict=True)
-    ]
-    return Calibration(float(a), float(s_attn), float(s_ffn), probes)
+def interpolate_with_shape(isolated: Mapping[int, float], anchors: Mapping[int, float]) -> dict[int, float]:
+    """Values at every level of `isolated`: exact at anchors, following the isolated curve in between."""
+    points = sorted(anchors)
+    result = {}
+    for level in sorted(isolated):
+        upper = min((a for a in points if a >= level), default=points[-1])
+        lower = max((a for a in points if a <= level), default=points[0])
+        if upper == lower:
+            result[level] = anchors[lower]
+            continue
+        span = isolated[upper] - isolated[lower]
+        frac = (isolated[level] - isolated[lower]) / span if span > 0 else (level - lower) / (upper - lower)
+        result[level] = anchors[lower] + min(max(frac, 0.0), 1.0) * (anchors[upper] - anchors[lower])
+    return result
+
+
+def in_situ_times(
+    model: nn.Module,
+    head_levels: Sequence[int],
+    ffn_levels: Sequence[int],
+    time_models: Callable[[list[nn.Module]], list[float]],
+    anchors_per_kind: int = 8,
+) -> tuple[float, dict[int, float], dict[int, float], list[dict[str, float]]]:
+    """Whole-model anchor timings.
+
+    Args:
+        time_models: returns the median seconds of each model (timed interleaved).
+
+    Returns:
+        (T_base, per-layer attention time at anchor levels, FFN likewise, the raw probe records).
+    """
+    dims = adapter_for(model).dims(model)
+    dense_h, dense_f = max(head_levels), max(ffn_levels)
+    attn_anchors = anchor_levels([*head_levels, 0], anchors_per_kind)
+    ffn_anchors = anchor_levels([*ffn_levels, 0], anchors_per_kind)
+    configs = [(dense_h, dense_f)]
+    configs += [(k, dense_f) for k in attn_anchors if k != dense_h]
+    configs += [(dense_h, m) for m in ffn_anchors if m != dense_f]
+    measured = dict(zip(configs, time_models([uniform_model(model, h, m) for h, m in configs]), strict=True))
+    layers = dims.num_layers
+    attention = {k: (measured[(k, dense_f)] - measured[(0, dense_f)]) / layers for k in attn_anchors}
+    ffn = {m: (measured[(dense_h, m)] - measured[(dense_h, 0)]) / layers for m in ffn_anchors}
+    probes = [{"heads": h, "neurons": m, "seconds": t} for (h, m), t in measured.items()]
+    return measured[(dense_h, dense_f)], attention, ffn, probes

@@ -21,7 +21,7 @@ from torch import nn
 from ziplm.core.latency import LatencyTable
 from ziplm.core.structure import Structure
 from ziplm.core.timing import Timing, measure
-from ziplm.latency.calibrate import fit_calibration, probe_configs, uniform_model
+from ziplm.latency.calibrate import in_situ_times, interpolate_with_shape
 from ziplm.models.adapter import STRUCTURE_CONFIG_KEY, Sublayer
 from ziplm.models.registry import adapter_for
 
@@ -91,7 +91,7 @@ def environment_fingerprint(
         "dims": adapter_for(model).dims(model).to_dict(),
         "head_levels": list(head_levels),
         "ffn_levels": list(ffn_levels),
-        "latency_model": "additive, calibrated on whole models (v1)",
+        "latency_model": "additive, in-situ anchors from whole models (v2)",
     }
 
 
@@ -163,8 +163,9 @@ def measure_latency_table(
     ffn_levels: Sequence[int],
     show_progress: bool = True,
 ) -> LatencyTable:
-    """Time one attention block per head level and one FFN block per neuron level in isolation, then
-    calibrate them against whole uniformly pruned models (see `ziplm.latency.calibrate`)."""
+    """Per-level sublayer times as they cost *inside* the model (see `ziplm.latency.calibrate`):
+    isolated timings of one block per level give each curve's shape, whole uniformly pruned models
+    timed interleaved give its values at anchor levels, and T_base."""
     env.validate()
     fingerprint = environment_fingerprint(env, model, head_levels, ffn_levels)
     probe = one_layer_probe(model)
@@ -175,24 +176,31 @@ def measure_latency_table(
         for sublayer, keep in jobs:
             timings[sublayer][keep] = _time(_sublayer_timer(probe, sublayer, keep, env), env)
             progress.advance(task)
-    attention = monotone_times({k: t.median for k, t in timings["attention"].items()})
-    ffn = monotone_times({k: t.median for k, t in timings["ffn"].items()})
-    configs = probe_configs(head_levels, ffn_levels)
-    models = [uniform_model(model, h, m) for h, m in configs]
-    measured = interleaved_medians(models, env, rounds=max(5, env.repetitions // 2))
-    num_layers = adapter_for(model).dims(model).num_layers
-    fit = fit_calibration(configs, measured, attention, ffn, num_layers)
+    isolated_attention = monotone_times({k: t.median for k, t in timings["attention"].items()})
+    isolated_ffn = monotone_times({k: t.median for k, t in timings["ffn"].items()})
+    base, attn_anchor, ffn_anchor, probes = in_situ_times(
+        model, head_levels, ffn_levels, lambda models: interleaved_medians(models, env, max(5, env.repetitions // 2))
+    )
+    attention = _removal_free(monotone_times(interpolate_with_shape(isolated_attention, attn_anchor)))
+    ffn = _removal_free(monotone_times(interpolate_with_shape(isolated_ffn, ffn_anchor)))
     return LatencyTable(
         environment=fingerprint,
-        base_time=measured[0],
-        attention={k: t * fit.attention_scale for k, t in attention.items()},
-        ffn={m: t * fit.ffn_scale for m, t in ffn.items()},
+        base_time=base,
+        attention=attention,
+        ffn=ffn,
         metadata={
-            "calibration": fit.to_dict(),
+            "whole_model_probes": probes,
             "isolated_attention": {str(k): t.to_dict() for k, t in timings["attention"].items()},
             "isolated_ffn": {str(k): t.to_dict() for k, t in timings["ffn"].items()},
         },
     )
+
+
+def _removal_free(times: dict[int, float]) -> dict[int, float]:
+    """A removed sublayer costs nothing; noise must not make any kept level free or negative."""
+    positive = [t for k, t in times.items() if k > 0 and t > 0]
+    floor = min(positive) if positive else 1e-9
+    return {k: 0.0 if k == 0 else max(t, floor) for k, t in times.items()}
 
 
 def interleaved_medians(models: Sequence[nn.Module], env: Environment, rounds: int) -> list[float]:
