@@ -6,7 +6,6 @@ fingerprint: a table is only valid in the environment it was measured in.
 
 from __future__ import annotations
 
-import copy
 import platform
 import statistics
 import time
@@ -19,14 +18,12 @@ from rich.progress import Progress
 from torch import nn
 
 from ziplm.core.latency import LatencyTable
-from ziplm.core.structure import Structure
-from ziplm.core.timing import Timing, measure
 from ziplm.latency.calibrate import in_situ_times, interpolate_with_shape
-from ziplm.models.adapter import STRUCTURE_CONFIG_KEY, Sublayer
 from ziplm.models.registry import adapter_for
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ENGINES = ("eager",)
+ANCHORS_PER_KIND = 10  # whole-model timings per sublayer kind; more = slower table, smaller interpolation error
 
 
 @dataclass(frozen=True)
@@ -91,29 +88,8 @@ def environment_fingerprint(
         "dims": adapter_for(model).dims(model).to_dict(),
         "head_levels": list(head_levels),
         "ffn_levels": list(ffn_levels),
-        "latency_model": "additive, in-situ anchors from whole models (v2)",
+        "latency_model": "additive, in-situ anchors from whole models, linear between (v3)",
     }
-
-
-def one_layer_probe(model: nn.Module) -> nn.Module:
-    """A fresh dense one-layer model with the same dims (weights do not matter for timing)."""
-    config: Any = copy.deepcopy(model.config)
-    config.num_hidden_layers = 1
-    setattr(config, STRUCTURE_CONFIG_KEY, None)
-    return type(model)(config).eval()
-
-
-def _sublayer_timer(probe: nn.Module, sublayer: Sublayer, keep: int, env: Environment) -> Callable[[], torch.Tensor]:
-    adapter = adapter_for(probe)
-    dims = adapter.dims(probe)
-    heads = list(range(keep)) if sublayer == "attention" else list(range(dims.num_heads))
-    neurons = list(range(keep)) if sublayer == "ffn" else list(range(dims.intermediate_size))
-    pruned = copy.deepcopy(probe)
-    adapter.apply_structure(pruned, Structure.from_kept(dims, [heads], [neurons]))
-    pruned.to(device=env.device, dtype=DTYPES[env.dtype])
-    x = torch.randn(env.batch_size, env.seq_length, dims.hidden_size, device=env.device, dtype=DTYPES[env.dtype])
-    forward = adapter.sublayer_forward(pruned, 0, sublayer)
-    return lambda: forward(x)
 
 
 def monotone_times(times: dict[int, float]) -> dict[int, float]:
@@ -136,17 +112,6 @@ def monotone_times(times: dict[int, float]) -> dict[int, float]:
     return dict(zip(keys, fitted, strict=True))
 
 
-def _time(fn: Callable[[], object], env: Environment) -> Timing:
-    return measure(
-        fn,
-        device=env.device,
-        warmup=env.warmup,
-        min_repetitions=env.repetitions,
-        max_repetitions=2 * env.repetitions,
-        max_seconds=env.max_seconds_per_entry,
-    )
-
-
 def model_timer(model: nn.Module, env: Environment) -> Callable[[], object]:
     """A zero-argument call of the whole model on a random batch of the environment's shape."""
     model = model.to(device=env.device, dtype=DTYPES[env.dtype]).eval()
@@ -163,36 +128,32 @@ def measure_latency_table(
     ffn_levels: Sequence[int],
     show_progress: bool = True,
 ) -> LatencyTable:
-    """Per-level sublayer times as they cost *inside* the model (see `ziplm.latency.calibrate`):
-    isolated timings of one block per level give each curve's shape, whole uniformly pruned models
-    timed interleaved give its values at anchor levels, and T_base."""
+    """Per-level sublayer times as they cost *inside* the model (see `ziplm.latency.calibrate`).
+
+    Whole uniformly pruned models are timed interleaved at anchor levels; levels between anchors are
+    interpolated linearly (in-situ time is close to linear in kept width; isolated block timings were
+    tried and rejected: their shape is wrong where the full model is memory bound).
+    """
     env.validate()
     fingerprint = environment_fingerprint(env, model, head_levels, ffn_levels)
-    probe = one_layer_probe(model)
-    timings: dict[str, dict[int, Timing]] = {"attention": {}, "ffn": {}}
-    jobs: list[tuple[Sublayer, int]] = [("attention", k) for k in head_levels] + [("ffn", m) for m in ffn_levels]
+    rounds = max(5, env.repetitions // 2)
     with Progress(disable=not show_progress, transient=True) as progress:
-        task = progress.add_task("latency table: isolated sublayers", total=len(jobs))
-        for sublayer, keep in jobs:
-            timings[sublayer][keep] = _time(_sublayer_timer(probe, sublayer, keep, env), env)
-            progress.advance(task)
-    isolated_attention = monotone_times({k: t.median for k, t in timings["attention"].items()})
-    isolated_ffn = monotone_times({k: t.median for k, t in timings["ffn"].items()})
-    base, attn_anchor, ffn_anchor, probes = in_situ_times(
-        model, head_levels, ffn_levels, lambda models: interleaved_medians(models, env, max(5, env.repetitions // 2))
-    )
-    attention = _removal_free(monotone_times(interpolate_with_shape(isolated_attention, attn_anchor)))
-    ffn = _removal_free(monotone_times(interpolate_with_shape(isolated_ffn, ffn_anchor)))
+        progress.add_task(f"latency table: whole-model anchors x {rounds} rounds", total=None)
+        base, attn_anchor, ffn_anchor, probes = in_situ_times(
+            model,
+            head_levels,
+            ffn_levels,
+            lambda models: interleaved_medians(models, env, rounds),
+            anchors_per_kind=ANCHORS_PER_KIND,
+        )
+    attention = _removal_free(monotone_times(interpolate_with_shape({k: float(k) for k in head_levels}, attn_anchor)))
+    ffn = _removal_free(monotone_times(interpolate_with_shape({m: float(m) for m in ffn_levels}, ffn_anchor)))
     return LatencyTable(
         environment=fingerprint,
         base_time=base,
         attention=attention,
         ffn=ffn,
-        metadata={
-            "whole_model_probes": probes,
-            "isolated_attention": {str(k): t.to_dict() for k, t in timings["attention"].items()},
-            "isolated_ffn": {str(k): t.to_dict() for k, t in timings["ffn"].items()},
-        },
+        metadata={"whole_model_probes": probes, "rounds": rounds, "anchors_per_kind": ANCHORS_PER_KIND},
     )
 
 

@@ -6,7 +6,6 @@ entry in `ADAPTERS`; nothing in the core or the pipelines changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal, Protocol
 
 import torch
@@ -15,7 +14,6 @@ from torch import nn
 from ziplm.core.structure import ModelDims, Structure
 
 Sublayer = Literal["attention", "ffn"]
-SublayerForward = Callable[[torch.Tensor], torch.Tensor]
 SUBLAYERS: tuple[Sublayer, Sublayer] = ("attention", "ffn")
 STRUCTURE_CONFIG_KEY = "ziplm_structure"
 
@@ -42,11 +40,6 @@ class ModelAdapter(Protocol):
 
     def layers(self, model: nn.Module) -> nn.ModuleList:
         """The transformer blocks, in order."""
-        ...
-
-    def sublayer_forward(self, model: nn.Module, layer: int, sublayer: Sublayer) -> SublayerForward:
-        """The sublayer as a function of the residual stream (batch, seq, hidden), incl. its residual
-        add and LayerNorm: what a latency table times in isolation."""
         ...
 
 

@@ -14,7 +14,6 @@ from torch import nn
 from ziplm.core.structure import ModelDims, Structure
 from ziplm.models.adapter import (
     Sublayer,
-    SublayerForward,
     check_reachable,
     current_structure,
     positions,
@@ -86,9 +85,3 @@ class BertAdapter:
         if sublayer == "attention":
             return None if isinstance(block.attention, SkippedAttention) else block.attention.output.dense
         return None if isinstance(block.output, SkippedOutput) else block.output.dense
-
-    def sublayer_forward(self, model: nn.Module, layer: int, sublayer: Sublayer) -> SublayerForward:
-        block: Any = self.layers(model)[layer]
-        if sublayer == "attention":
-            return lambda x: block.attention(x)[0]
-        return lambda x: block.output(block.intermediate(x), x)

@@ -14,7 +14,6 @@ from torch import nn
 from ziplm.core.structure import ModelDims, Structure
 from ziplm.models.adapter import (
     Sublayer,
-    SublayerForward,
     check_reachable,
     current_structure,
     positions,
@@ -84,9 +83,3 @@ class GPT2Adapter:
         block: Any = self.layers(model)[layer]
         branch = block.attn if sublayer == "attention" else block.mlp
         return None if isinstance(branch, ZeroBranch) else cast(nn.Module, branch.c_proj)
-
-    def sublayer_forward(self, model: nn.Module, layer: int, sublayer: Sublayer) -> SublayerForward:
-        block: Any = self.layers(model)[layer]
-        if sublayer == "attention":
-            return lambda x: x + block.attn(block.ln_1(x))[0]
-        return lambda x: x + block.mlp(block.ln_2(x))
