@@ -81,3 +81,14 @@ def test_monotone_fit_pools_inversions_and_keeps_monotone_tables() -> None:
     fitted = monotone_times({0: 0.0, 10: 3.0, 20: 1.0, 30: 4.0})
     assert fitted == {0: 0.0, 10: 2.0, 20: 2.0, 30: 4.0}  # the inverted pair is pooled to its mean
     assert sum(fitted.values()) == pytest.approx(8.0)
+
+
+def test_interleaved_medians_time_every_model() -> None:
+    from ziplm.latency.measure import interleaved_medians, interleaved_speedups
+
+    model = build_model(TINY_BERT, "base")
+    medians = interleaved_medians([model, model], QUICK, rounds=4)
+    assert len(medians) == 2 and all(m > 0 for m in medians)
+    assert interleaved_speedups(model, [model], QUICK, rounds=4)[0] > 0
+    with pytest.raises(ValueError, match="rounds"):
+        interleaved_medians([model], QUICK, rounds=0)

@@ -164,30 +164,64 @@ def _removal_free(times: dict[int, float]) -> dict[int, float]:
     return {k: 0.0 if k == 0 else max(t, floor) for k, t in times.items()}
 
 
-def interleaved_medians(models: Sequence[nn.Module], env: Environment, rounds: int) -> list[float]:
+def _relative_spread(samples: list[float]) -> float:
+    """Interquartile range over the median (inf with fewer than 4 samples)."""
+    if len(samples) < 4:
+        return float("inf")
+    q = statistics.quantiles(samples, n=4)
+    return (q[2] - q[0]) / max(statistics.median(samples), 1e-12)
+
+
+def _timer(fn: Callable[[], object], device: str) -> Callable[[], float]:
+    """Seconds of one call: CUDA events on GPU (no host-side noise), perf_counter on CPU."""
+    if device.startswith("cuda"):
+
+        def cuda_seconds() -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return float(start.elapsed_time(end)) / 1e3
+
+        return cuda_seconds
+
+    def cpu_seconds() -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    return cpu_seconds
+
+
+def interleaved_medians(
+    models: Sequence[nn.Module], env: Environment, rounds: int, target_spread: float = 0.05
+) -> list[float]:
     """Median end-to-end seconds of each model, timed interleaved (m1, m2, …, m1, m2, …).
 
     Slow drift of the machine (thermal, other load) then hits all models alike, so ratios of these
-    medians are far more stable than separately timed runs.
+    medians are far more stable than separately timed runs. Adaptive: after `rounds` rounds, more
+    rounds follow (up to 3×) while any model's interquartile spread exceeds `target_spread`, unless
+    the time cap (``env.max_seconds_per_entry`` per model) is spent.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     env.validate()
     env.apply()
-    timers = [model_timer(m, env) for m in models]
+    timers = [_timer(model_timer(m, env), env.device) for m in models]
     samples: list[list[float]] = [[] for _ in timers]
-    sync = torch.cuda.synchronize if env.device.startswith("cuda") else (lambda: None)
+    cap = env.max_seconds_per_entry * len(models)
     with torch.inference_mode():
         for fn in timers:  # warm-up
             for _ in range(max(1, env.warmup)):
                 fn()
-        for _ in range(rounds):
+        started = time.perf_counter()
+        for done in range(3 * rounds):
             for i, fn in enumerate(timers):
-                sync()
-                start = time.perf_counter()
-                fn()
-                sync()
-                samples[i].append(time.perf_counter() - start)
+                samples[i].append(fn())
+            settled = max(_relative_spread(s) for s in samples) <= target_spread
+            if done + 1 >= rounds and (settled or time.perf_counter() - started > cap):
+                break
     return [statistics.median(s) for s in samples]
 
 
