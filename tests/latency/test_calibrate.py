@@ -41,4 +41,4 @@ def test_in_situ_times_recover_per_layer_costs_of_an_additive_machine() -> None:
     assert base == pytest.approx(0.5 + layers * (0.4 + 0.64))
     assert attention == pytest.approx({0: 0.0, 2: 0.2, 4: 0.4})
     assert ffn == pytest.approx({0: 0.0, 32: 0.32, 64: 0.64})
-    assert len(probes) == 5
+    assert len(probes) == 6

@@ -80,9 +80,18 @@ def in_situ_times(
     configs = [(dense_h, dense_f)]
     configs += [(k, dense_f) for k in attn_anchors if k != dense_h]
     configs += [(dense_h, m) for m in ffn_anchors if m != dense_f]
+    configs.append((0, 0))  # everything prunable removed: the overhead, measured rather than inferred
     measured = dict(zip(configs, time_models([uniform_model(model, h, m) for h, m in configs]), strict=True))
     layers = dims.num_layers
     attention = {k: (measured[(k, dense_f)] - measured[(0, dense_f)]) / layers for k in attn_anchors}
     ffn = {m: (measured[(dense_h, m)] - measured[(dense_h, 0)]) / layers for m in ffn_anchors}
+    # Removing attention and FFN is not exactly additive and small models have a small overhead, so
+    # timing noise can make L·(t_attn + t_ffn) exceed T_base − T(all removed). Rescale both curves so
+    # the dense model's prunable time is exactly what removing everything saved.
+    prunable = measured[(dense_h, dense_f)] - measured[(0, 0)]
+    raw = layers * (attention[dense_h] + ffn[dense_f])
+    scale = prunable / raw if raw > 0 and prunable > 0 else 1.0
+    attention = {k: t * scale for k, t in attention.items()}
+    ffn = {m: t * scale for m, t in ffn.items()}
     probes = [{"heads": h, "neurons": m, "seconds": t} for (h, m), t in measured.items()]
     return measured[(dense_h, dense_f)], attention, ffn, probes
