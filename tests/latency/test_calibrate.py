@@ -42,3 +42,25 @@ def test_in_situ_times_recover_per_layer_costs_of_an_additive_machine() -> None:
     assert attention == pytest.approx({0: 0.0, 2: 0.2, 4: 0.4})
     assert ffn == pytest.approx({0: 0.0, 32: 0.32, 64: 0.64})
     assert len(probes) == 6
+
+
+def test_anchors_are_shrunk_only_when_they_would_exceed_what_removal_saves() -> None:
+    model = build_model(TINY_BERT, "base")
+
+    def timer_with(total_removed: float):
+        def fake(models: list) -> list[float]:
+            out = []
+            for m in models:
+                s = m.config.ziplm_structure["layers"]
+                cost = sum(0.1 * len(la["heads"]) + 0.01 * len(la["neurons"]) for la in s)
+                out.append(total_removed if cost == 0 else 0.5 + cost)
+            return out
+
+        return fake
+
+    # T(all removed) above the additive overhead: raw anchors would overshoot -> shrunk to fit exactly.
+    base, attention, ffn, _ = in_situ_times(model, [4, 2, 0], [64, 32, 0], timer_with(1.0))
+    assert 3 * (attention[4] + ffn[64]) == pytest.approx(base - 1.0)
+    # T(all removed) below it (removal saves more than the sum): anchors stay as measured.
+    _, attention, ffn, _ = in_situ_times(model, [4, 2, 0], [64, 32, 0], timer_with(0.1))
+    assert attention[4] == pytest.approx(0.4) and ffn[64] == pytest.approx(0.64)

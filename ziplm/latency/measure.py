@@ -88,7 +88,7 @@ def environment_fingerprint(
         "dims": adapter_for(model).dims(model).to_dict(),
         "head_levels": list(head_levels),
         "ffn_levels": list(ffn_levels),
-        "latency_model": "additive, in-situ anchors from whole models, linear between, measured overhead (v4)",
+        "latency_model": "additive, in-situ anchors from whole models, linear between, overhead-bounded (v5)",
     }
 
 
