@@ -92,3 +92,14 @@ def test_interleaved_medians_time_every_model() -> None:
     assert interleaved_speedups(model, [model], QUICK, rounds=4)[0] > 0
     with pytest.raises(ValueError, match="rounds"):
         interleaved_medians([model], QUICK, rounds=0)
+
+
+def test_relative_to_first_cancels_drift_shared_by_a_round() -> None:
+    from ziplm.latency.measure import relative_to_first
+
+    drift = [1.0, 1.3, 0.8, 1.1, 0.9]  # the whole machine slows and speeds up between rounds
+    samples = [[2.0 * d for d in drift], [1.0 * d for d in drift], [0.5 * d for d in drift]]
+    assert relative_to_first(samples) == pytest.approx([1.0, 0.5, 0.25])
+    # one outlier call of the reference moves a ratio of medians, not the median of ratios
+    samples[0][2] = 9.0
+    assert relative_to_first(samples)[1] == pytest.approx(0.5)

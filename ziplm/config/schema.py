@@ -94,11 +94,13 @@ class ScheduleConfig:
     spdy_loss_samples: int = 64  # labelled training samples scoring each SPDY candidate (task loss)
     teacher_epochs: float = 1.0  # fine-tuning of the dense teacher (cached; skipped when cached)
     teacher_learning_rate: float = 1e-4
-    speedup_rounds: int = 10  # interleaved dense/pruned timings per member for the measured speedup
+    speedup_rounds: int = 15  # interleaved dense/pruned timings per member for the measured speedup
     distill_task: float = 0.0
     distill_logit: float = 1.0
     distill_token: float = 1.0
     distill_temperature: float = 2.0
+    # Which rule picks the removed structures: obs (ZipLM) | magnitude | random | fisher (Kwon et al. 2022)
+    method: str = "obs"
 
 
 @dataclass
@@ -133,6 +135,49 @@ class LoggerConfig:
 
 
 @dataclass
+class CompressionConfig:
+    """Compound compression on top of a structured member (issue 7): each step optional."""
+
+    name: str = MISSING
+    unstructured: str = "none"  # none | obs | magnitude: per-matrix unstructured pruning
+    sparsity: float = 0.0  # fraction of each prunable matrix's weights set to zero, in [0, 1)
+    int8: bool = False  # INT8 dynamic quantization of every nn.Linear (CPU)
+    calibration_samples: int = 128  # Hessian samples for unstructured OBS
+    damp: float = 0.01
+
+
+@dataclass
+class ExportConfig:
+    """``ziplm export checkpoint=<member>``: standard formats of a family member."""
+
+    formats: list[str] = field(default_factory=lambda: ["onnx"])  # onnx | hf
+    output: str | None = None  # default: <checkpoint>/export
+    seq_length: int = 128  # example input shape (axes stay dynamic)
+    verify: bool = True  # run the ONNX file in onnxruntime and compare with PyTorch
+    atol: float = 1e-4
+
+
+@dataclass
+class ServeConfig:
+    """``ziplm serve-bench checkpoint=<member>``: latency percentiles under concurrent requests."""
+
+    baseline: str | None = None  # a dense model folder; default: the member's dense architecture
+    concurrency: int = 4  # client threads sending requests at once
+    requests: int = 200  # per model
+    batch_size: int = 1  # sequences per request
+    seq_length: int = 128
+    warmup: int = 10
+
+
+@dataclass
+class ReportConfig:
+    """``ziplm report <dir>``: one table and Pareto plots from every run under a folder."""
+
+    dir: str | None = None
+    references: bool = True  # show the presets' published numbers as reference rows
+
+
+@dataclass
 class Config:
     """The composed top-level config of one ``ziplm <command>`` run."""
 
@@ -148,6 +193,10 @@ class Config:
     schedule: ScheduleConfig = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
+    compression: CompressionConfig = MISSING
+    export: ExportConfig = field(default_factory=ExportConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     # Free-form notes an experiment preset carries (published reference numbers, citations).
     reference: dict[str, Any] = field(default_factory=dict)
 
@@ -159,6 +208,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "schedule": ScheduleConfig,
     "trainer": TrainerConfig,
     "logger": LoggerConfig,
+    "compression": CompressionConfig,
 }
 
 

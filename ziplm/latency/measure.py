@@ -23,7 +23,7 @@ from ziplm.models.registry import adapter_for
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ENGINES = ("eager",)
-ANCHORS_PER_KIND = 10  # whole-model timings per sublayer kind; more = slower table, smaller interpolation error
+ANCHORS_PER_KIND = 7  # whole-model timings per sublayer kind; more = slower table, smaller interpolation error
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def environment_fingerprint(
         "dims": adapter_for(model).dims(model).to_dict(),
         "head_levels": list(head_levels),
         "ffn_levels": list(ffn_levels),
-        "latency_model": "additive, in-situ anchors from whole models, linear between, overhead-bounded (v5)",
+        "latency_model": "additive, in-situ anchors from whole models, linear between, overhead-bounded, per-round ratios (v6)",
     }
 
 
@@ -136,7 +136,7 @@ def measure_latency_table(
     """
     env.validate()
     fingerprint = environment_fingerprint(env, model, head_levels, ffn_levels)
-    rounds = max(5, env.repetitions // 2)
+    rounds = max(5, env.repetitions)
     with Progress(disable=not show_progress, transient=True) as progress:
         progress.add_task(f"latency table: whole-model anchors x {rounds} rounds", total=None)
         base, attn_anchor, ffn_anchor, probes = in_situ_times(
@@ -194,15 +194,15 @@ def _timer(fn: Callable[[], object], device: str) -> Callable[[], float]:
     return cpu_seconds
 
 
-def interleaved_medians(
-    models: Sequence[nn.Module], env: Environment, rounds: int, target_spread: float = 0.05
-) -> list[float]:
-    """Median end-to-end seconds of each model, timed interleaved (m1, m2, …, m1, m2, …).
+def interleaved_samples(
+    models: Sequence[nn.Module], env: Environment, rounds: int, target_spread: float = 0.02
+) -> list[list[float]]:
+    """Seconds per call of each model, timed interleaved (m1, m2, …, m1, m2, …): ``samples[model][round]``.
 
-    Slow drift of the machine (thermal, other load) then hits all models alike, so ratios of these
-    medians are far more stable than separately timed runs. Adaptive: after `rounds` rounds, more
-    rounds follow (up to 3×) while any model's interquartile spread exceeds `target_spread`, unless
-    the time cap (``env.max_seconds_per_entry`` per model) is spent.
+    Slow drift of the machine (thermal, other load) then hits all models of a round alike. Adaptive:
+    after `rounds` rounds, more follow (up to 3×) while the spread of any model's time *relative to
+    the first model in the same round* exceeds `target_spread`, unless the time cap
+    (``env.max_seconds_per_entry`` per model) is spent.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -219,13 +219,34 @@ def interleaved_medians(
         for done in range(3 * rounds):
             for i, fn in enumerate(timers):
                 samples[i].append(fn())
-            settled = max(_relative_spread(s) for s in samples) <= target_spread
+            ratios = [[t / r for t, r in zip(s, samples[0], strict=True)] for s in samples[1:]]
+            settled = max((_relative_spread(r) for r in ratios), default=0.0) <= target_spread
             if done + 1 >= rounds and (settled or time.perf_counter() - started > cap):
                 break
-    return [statistics.median(s) for s in samples]
+    return samples
+
+
+def relative_to_first(samples: Sequence[Sequence[float]]) -> list[float]:
+    """Each model's median over rounds of (its time / the first model's time in the same round).
+
+    On a shared CPU single calls vary by ±15% over seconds (measured here); the ratio of two models
+    timed back to back varies far less, so per-round ratios are what we summarise. (Ratios of
+    separately taken medians were measured to put the dense time 15% off in a latency table.)
+    """
+    reference = samples[0]
+    return [statistics.median(t / r for t, r in zip(s, reference, strict=True)) for s in samples]
+
+
+def interleaved_medians(
+    models: Sequence[nn.Module], env: Environment, rounds: int, target_spread: float = 0.02
+) -> list[float]:
+    """Drift-corrected seconds of each model: the first model's median × each one's relative time."""
+    samples = interleaved_samples(models, env, rounds, target_spread)
+    base = statistics.median(samples[0])
+    return [base * r for r in relative_to_first(samples)]
 
 
 def interleaved_speedups(dense: nn.Module, members: Sequence[nn.Module], env: Environment, rounds: int) -> list[float]:
-    """Measured end-to-end speedup of each member over `dense` (interleaved medians, see above)."""
-    medians = interleaved_medians([dense, *members], env, rounds)
-    return [medians[0] / m for m in medians[1:]]
+    """Measured end-to-end speedup of each member over `dense`: median of per-round time ratios."""
+    relative = relative_to_first(interleaved_samples([dense, *members], env, rounds))
+    return [1.0 / r for r in relative[1:]]

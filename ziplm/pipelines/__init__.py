@@ -55,9 +55,10 @@ COMMANDS: dict[str, Command] = {
         Command("prune", _PRUNE, "build the ZipLM family for the configured targets (same as run)"),
         Command("latency", "ziplm.pipelines.latency:run_latency", "measure the latency table of an environment"),
         Command("eval", "ziplm.pipelines.evaluate:run_evaluate", "evaluate a saved member: checkpoint=<folder>"),
-        Command("report", f"{_STUBS}:report", "tables and plots from finished runs", issue=6),
-        Command("export", f"{_STUBS}:export", "export a family member (safetensors, ONNX)", issue=7),
-        Command("serve-bench", f"{_STUBS}:serve_bench", "benchmark an exported model end to end", issue=7),
+        Command("report", "ziplm.pipelines.report:run_report", "one table + Pareto plots from runs: report <dir>"),
+        Command("export", "ziplm.pipelines.export:run_export", "export a member (ONNX, HF folder): checkpoint=<folder>"),
+        Command("compress", "ziplm.pipelines.compress:run_compress", "unstructured + INT8 on a member: checkpoint="),
+        Command("serve-bench", "ziplm.pipelines.serve_bench:run_serve_bench", "p50/p95/p99 + throughput vs dense"),
         Command("smoke", _SMOKE, "surgery + save/load check of the configured model (seconds)"),
     )
 }

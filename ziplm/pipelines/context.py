@@ -52,6 +52,7 @@ class RunContext:
             ffn_group_size=int(s["ffn_group_size"]),
             ffn_grid_ratio=float(s["ffn_grid_ratio"]),
             ffn_round_to=int(s["ffn_round_to"]),
+            method=str(s["method"]),
         )
 
     @property
