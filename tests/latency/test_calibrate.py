@@ -37,11 +37,14 @@ def test_in_situ_times_recover_per_layer_costs_of_an_additive_machine() -> None:
             out.append(0.5 + sum(0.1 * len(la["heads"]) + 0.01 * len(la["neurons"]) for la in s))
         return out
 
-    base, attention, ffn, probes = in_situ_times(model, [4, 2, 0], [64, 32, 0], fake_timer)
+    base, attention, ffn, probes, checks = in_situ_times(
+        model, [4, 2, 0], [64, 32, 0], fake_timer, checks=[[(4, 0), (0, 32), (2, 64)]]
+    )
     assert base == pytest.approx(0.5 + layers * (0.4 + 0.64))
     assert attention == pytest.approx({0: 0.0, 2: 0.2, 4: 0.4})
     assert ffn == pytest.approx({0: 0.0, 32: 0.32, 64: 0.64})
     assert len(probes) == 6
+    assert checks == pytest.approx([0.5 + 0.4 + 0.32 + 0.2 + 0.64])  # timed in the same call
 
 
 def test_anchors_are_shrunk_only_when_they_would_exceed_what_removal_saves() -> None:
@@ -59,8 +62,18 @@ def test_anchors_are_shrunk_only_when_they_would_exceed_what_removal_saves() -> 
         return fake
 
     # T(all removed) above the additive overhead: raw anchors would overshoot -> shrunk to fit exactly.
-    base, attention, ffn, _ = in_situ_times(model, [4, 2, 0], [64, 32, 0], timer_with(1.0))
+    base, attention, ffn, _, _ = in_situ_times(model, [4, 2, 0], [64, 32, 0], timer_with(1.0))
     assert 3 * (attention[4] + ffn[64]) == pytest.approx(base - 1.0)
     # T(all removed) below it (removal saves more than the sum): anchors stay as measured.
-    _, attention, ffn, _ = in_situ_times(model, [4, 2, 0], [64, 32, 0], timer_with(0.1))
+    _, attention, ffn, _, _ = in_situ_times(model, [4, 2, 0], [64, 32, 0], timer_with(0.1))
     assert attention[4] == pytest.approx(0.4) and ffn[64] == pytest.approx(0.64)
+
+
+def test_check_choices_are_uneven_valid_and_seeded() -> None:
+    from ziplm.latency.calibrate import check_choices
+
+    choices = check_choices(6, [4, 3, 2, 1], [64, 32, 16], count=3, seed=1)
+    assert choices == check_choices(6, [4, 3, 2, 1], [64, 32, 16], count=3, seed=1)
+    assert len(choices) == 3 and all(len(c) == 6 for c in choices)
+    assert all(h in {0, 1, 2, 3, 4} and m in {0, 16, 32, 64} for c in choices for h, m in c)
+    assert any(len(set(c)) > 1 for c in choices)

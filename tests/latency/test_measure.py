@@ -29,6 +29,8 @@ def test_table_has_every_level_and_the_environment(spec: ModelSpec) -> None:
     assert table.metadata["whole_model_probes"][0]["heads"] == 4
     assert env["dims"]["num_heads"] == 4 and env["head_levels"] == [4, 2, 0]
     assert env["threads"] == torch.get_num_threads() and env["device_name"]
+    checks = table.metadata["self_check"]
+    assert len(checks) == 2 and all(c["measured_speedup"] > 0 and c["predicted_speedup"] >= 1 for c in checks)
 
 
 def test_cache_reuses_and_refuses_other_environments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

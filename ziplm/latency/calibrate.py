@@ -15,6 +15,7 @@ isolated curve interpolates between them. All whole models are timed interleaved
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Callable, Mapping, Sequence
 
 from torch import nn
@@ -34,12 +35,38 @@ def anchor_levels(levels: Sequence[int], count: int) -> list[int]:
 
 def uniform_model(model: nn.Module, heads: int, neurons: int) -> nn.Module:
     """A copy of `model` with every layer keeping its first `heads` heads and `neurons` neurons."""
+    layers = adapter_for(model).dims(model).num_layers
+    return mixed_model(model, [(heads, neurons)] * layers)
+
+
+def mixed_model(model: nn.Module, choice: Sequence[tuple[int, int]]) -> nn.Module:
+    """A copy of `model` whose layer l keeps its first ``choice[l] = (heads, neurons)``."""
     adapter = adapter_for(model)
     dims = adapter.dims(model)
     pruned = copy.deepcopy(model)
-    structure = Structure.from_kept(dims, [range(heads)] * dims.num_layers, [range(neurons)] * dims.num_layers)
+    structure = Structure.from_kept(dims, [range(h) for h, _ in choice], [range(m) for _, m in choice])
     adapter.apply_structure(pruned, structure)
     return pruned
+
+
+def check_choices(
+    num_layers: int, head_levels: Sequence[int], ffn_levels: Sequence[int], count: int, seed: int = 0
+) -> list[list[tuple[int, int]]]:
+    """Uneven per-layer structures (some sublayers removed) like a search picks, to test the table on.
+
+    Uniform anchors cannot reveal non-additivity between layers of different widths; these can.
+    """
+    rng = random.Random(seed)
+    heads, ffn = sorted(set(head_levels) | {0}), sorted(set(ffn_levels) | {0})
+    choices = []
+    for _ in range(count):
+        choices.append(
+            [
+                (rng.choice(heads) if rng.random() > 0.2 else 0, rng.choice(ffn) if rng.random() > 0.2 else 0)
+                for _ in range(num_layers)
+            ]
+        )
+    return choices
 
 
 def interpolate_with_shape(isolated: Mapping[int, float], anchors: Mapping[int, float]) -> dict[int, float]:
@@ -64,14 +91,17 @@ def in_situ_times(
     ffn_levels: Sequence[int],
     time_models: Callable[[list[nn.Module]], list[float]],
     anchors_per_kind: int = 8,
-) -> tuple[float, dict[int, float], dict[int, float], list[dict[str, float]]]:
+    checks: Sequence[Sequence[tuple[int, int]]] = (),
+) -> tuple[float, dict[int, float], dict[int, float], list[dict[str, float]], list[float]]:
     """Whole-model anchor timings.
 
     Args:
-        time_models: returns the median seconds of each model (timed interleaved).
+        time_models: returns the median seconds of each model (timed interleaved, first = dense).
+        checks: per-layer (heads, neurons) structures timed in the same rounds, to validate the table.
 
     Returns:
-        (T_base, per-layer attention time at anchor levels, FFN likewise, the raw probe records).
+        (T_base, per-layer attention time at anchor levels, FFN likewise, the raw probe records,
+        the seconds of each check structure).
     """
     dims = adapter_for(model).dims(model)
     dense_h, dense_f = max(head_levels), max(ffn_levels)
@@ -81,7 +111,9 @@ def in_situ_times(
     configs += [(k, dense_f) for k in attn_anchors if k != dense_h]
     configs += [(dense_h, m) for m in ffn_anchors if m != dense_f]
     configs.append((0, 0))  # everything prunable removed: the overhead, measured rather than inferred
-    measured = dict(zip(configs, time_models([uniform_model(model, h, m) for h, m in configs]), strict=True))
+    models = [uniform_model(model, h, m) for h, m in configs] + [mixed_model(model, c) for c in checks]
+    seconds = time_models(models)
+    measured = dict(zip(configs, seconds[: len(configs)], strict=True))
     layers = dims.num_layers
     attention = {k: (measured[(k, dense_f)] - measured[(0, dense_f)]) / layers for k in attn_anchors}
     ffn = {m: (measured[(dense_h, m)] - measured[(dense_h, 0)]) / layers for m in ffn_anchors}
@@ -95,4 +127,4 @@ def in_situ_times(
     attention = {k: t * scale for k, t in attention.items()}
     ffn = {m: t * scale for m, t in ffn.items()}
     probes = [{"heads": h, "neurons": m, "seconds": t} for (h, m), t in measured.items()]
-    return measured[(dense_h, dense_f)], attention, ffn, probes
+    return measured[(dense_h, dense_f)], attention, ffn, probes, list(seconds[len(configs) :])

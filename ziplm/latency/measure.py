@@ -17,13 +17,14 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from ziplm.core.latency import LatencyTable
-from ziplm.latency.calibrate import in_situ_times, interpolate_with_shape
+from ziplm.core.latency import LatencyModel, LatencyTable
+from ziplm.latency.calibrate import check_choices, in_situ_times, interpolate_with_shape
 from ziplm.models.registry import adapter_for
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ENGINES = ("eager",)
 ANCHORS_PER_KIND = 7  # whole-model timings per sublayer kind; more = slower table, smaller interpolation error
+CHECKS = 2  # uneven structures timed with the anchors: the table's own predicted-vs-measured check
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def environment_fingerprint(
         "dims": adapter_for(model).dims(model).to_dict(),
         "head_levels": list(head_levels),
         "ffn_levels": list(ffn_levels),
-        "latency_model": "additive, in-situ anchors from whole models, linear between, overhead-bounded, per-round ratios (v6)",
+        "latency_model": "additive, whole-model anchors, linear between, overhead-bounded, per-round ratios (v6)",
     }
 
 
@@ -136,24 +137,38 @@ def measure_latency_table(
     """
     env.validate()
     fingerprint = environment_fingerprint(env, model, head_levels, ffn_levels)
+    num_layers = adapter_for(model).dims(model).num_layers
+    checks = check_choices(num_layers, head_levels, ffn_levels, CHECKS)
     rounds = max(5, env.repetitions)
     with Progress(disable=not show_progress, transient=True) as progress:
         progress.add_task(f"latency table: whole-model anchors x {rounds} rounds", total=None)
-        base, attn_anchor, ffn_anchor, probes = in_situ_times(
+        base, attn_anchor, ffn_anchor, probes, check_seconds = in_situ_times(
             model,
             head_levels,
             ffn_levels,
             lambda models: interleaved_medians(models, env, rounds),
             anchors_per_kind=ANCHORS_PER_KIND,
+            checks=checks,
         )
     attention = _removal_free(monotone_times(interpolate_with_shape({k: float(k) for k in head_levels}, attn_anchor)))
     ffn = _removal_free(monotone_times(interpolate_with_shape({m: float(m) for m in ffn_levels}, ffn_anchor)))
+    table = LatencyTable(environment=fingerprint, base_time=base, attention=attention, ffn=ffn)
+    predicted = [LatencyModel(table, num_layers).speedup(c) for c in checks]
+    self_check = [
+        {"choice": [list(layer) for layer in c], "predicted_speedup": p, "measured_speedup": base / t}
+        for c, p, t in zip(checks, predicted, check_seconds, strict=True)
+    ]
     return LatencyTable(
         environment=fingerprint,
         base_time=base,
         attention=attention,
         ffn=ffn,
-        metadata={"whole_model_probes": probes, "rounds": rounds, "anchors_per_kind": ANCHORS_PER_KIND},
+        metadata={
+            "whole_model_probes": probes,
+            "rounds": rounds,
+            "anchors_per_kind": ANCHORS_PER_KIND,
+            "self_check": self_check,  # uneven structures: additive prediction vs measurement
+        },
     )
 
 

@@ -46,7 +46,6 @@ class Command:
 
 _SMOKE = "ziplm.pipelines.smoke:run_smoke"
 _PRUNE = "ziplm.pipelines.prune:run_prune"
-_STUBS = "ziplm.pipelines.stubs"
 
 COMMANDS: dict[str, Command] = {
     c.name: c
@@ -56,8 +55,8 @@ COMMANDS: dict[str, Command] = {
         Command("latency", "ziplm.pipelines.latency:run_latency", "measure the latency table of an environment"),
         Command("eval", "ziplm.pipelines.evaluate:run_evaluate", "evaluate a saved member: checkpoint=<folder>"),
         Command("report", "ziplm.pipelines.report:run_report", "one table + Pareto plots from runs: report <dir>"),
-        Command("export", "ziplm.pipelines.export:run_export", "export a member (ONNX, HF folder): checkpoint=<folder>"),
-        Command("compress", "ziplm.pipelines.compress:run_compress", "unstructured + INT8 on a member: checkpoint="),
+        Command("export", "ziplm.pipelines.export:run_export", "export a member (ONNX, HF folder): checkpoint=<dir>"),
+        Command("compress", "ziplm.pipelines.compress:run_compress", "unstructured pruning + INT8 of a member"),
         Command("serve-bench", "ziplm.pipelines.serve_bench:run_serve_bench", "p50/p95/p99 + throughput vs dense"),
         Command("smoke", _SMOKE, "surgery + save/load check of the configured model (seconds)"),
     )

@@ -42,6 +42,16 @@ def summary_table(table: LatencyTable, num_layers: int, title: str) -> Table:
     return out
 
 
+def print_self_check(console: Console, table: LatencyTable) -> None:
+    """The table's own test: uneven structures timed with the anchors, predicted vs measured."""
+    for check in table.metadata.get("self_check", []):
+        predicted, measured = check["predicted_speedup"], check["measured_speedup"]
+        console.print(
+            f"latency self-check, uneven structure: predicted {predicted:.2f}×, measured {measured:.2f}× "
+            f"({100 * (measured / predicted - 1):+.1f}%)"
+        )
+
+
 def run_latency(cfg: DictConfig) -> None:
     """Measure the table for the configured model × hardware (or reuse the cached one) and save it."""
     from ziplm.latency.cache import load_or_measure
@@ -54,6 +64,7 @@ def run_latency(cfg: DictConfig) -> None:
     table, path, cached = load_or_measure(model, environment(cfg), heads, ffn, cfg.cache_dir)
     shutil.copyfile(path, out / "latency_table.json")
     console.print(summary_table(table, dims.num_layers, f"{cfg.model.name} on {cfg.hardware.name}"))
+    print_self_check(console, table)
     console.print(f"{'reused cached' if cached else 'measured'} table {path}; copy in {out / 'latency_table.json'}")
 
 

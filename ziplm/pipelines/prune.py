@@ -28,7 +28,8 @@ from ziplm.latency.cache import load_or_measure
 from ziplm.models import adapter_for, build_model, count_parameters
 from ziplm.pipelines.context import RunContext, build_context
 from ziplm.pipelines.family import choose, completed_member, distill, finish_member, reload_member
-from ziplm.pipelines.latency import level_grids
+from ziplm.pipelines.latency import level_grids, print_self_check
+from ziplm.pipelines.report import tracker_labels
 from ziplm.pipelines.teacher import check_teacher_head, head_kwargs, load_or_train_teacher
 from ziplm.pruning.database_builder import build_database
 from ziplm.pruning.stitch import stitch
@@ -62,6 +63,7 @@ def _latency(ctx: RunContext, phases: Phases) -> LatencyModel:
         table, path, cached = load_or_measure(probe, ctx.env, heads, ffn, ctx.cfg.cache_dir)
         shutil.copyfile(path, ctx.out / "latency_table.json")
         console.print(f"{'reused' if cached else 'measured'} latency table {path}")
+        print_self_check(console, table)
     latency = LatencyModel(table, dims.num_layers)
     too_far = [t for t in ctx.targets if t >= latency.max_speedup]
     if too_far:
@@ -156,9 +158,7 @@ def run_prune(cfg: DictConfig) -> None:
         check_teacher_head(ctx)
     console.print(f"run folder: {ctx.out}")
     latency = _latency(ctx, phases)
-    tracker = Tracker(
-        ctx.logger, ctx.out, f"{ctx.spec.name}/{ctx.task.name}/{cfg.hardware.name}/{ctx.schedule['name']}"
-    )
+    tracker = Tracker(ctx.logger, ctx.out, tracker_labels(cfg))  # W&B name/group/tags: model, task, sweep ...
     with phases("dense teacher"):
         teacher, cached = load_or_train_teacher(ctx, tracker.lightning_logger)
         console.print("reused cached teacher" if cached else "fine-tuned and cached the teacher")
