@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ziplm.pipelines import COMMANDS, DEFAULT_COMMAND, Command, CommandNotReadyError, format_command_table
@@ -20,6 +22,7 @@ With no command, `ziplm` runs `run`. After a command, arguments are Hydra's:
   ziplm run experiment=smoke              run a preset from experiments/
   ziplm run experiment=smoke --cfg job    print the composed config, run nothing
   ziplm run -m schedule.damp=0.001,0.01   a sweep, written under outputs/multirun/
+  ziplm report outputs/multirun/smoke     sweep.md, sweep.csv and Pareto plots of every run there
   ziplm run --help                        config groups and their options
 Set HYDRA_FULL_ERROR=1 for full tracebacks."""
 
@@ -41,7 +44,50 @@ def _hydra_argv(command: Command, args: list[str]) -> list[str]:
     return [f"ziplm {command.name}", *flags, *overrides, f"command={command.name}"]
 
 
-def _run_with_hydra(command: Command, args: list[str]) -> None:
+def _report_args(args: list[str]) -> list[str]:
+    """``ziplm report <dir> ...``: a first positional that is no override or flag is ``report.dir=<dir>``."""
+    if args and not args[0].startswith("-") and not _is_override(args[0]):
+        return [f"report.dir={args[0]}", *args[1:]]
+    return args
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _record_failed_job(err: Exception) -> None:
+    """A sweep job that raised: ``FAILED`` (error + traceback) in its folder, one line on stderr, no abort.
+
+    Hydra would stop the sweep (SystemExit) or skip the end-of-sweep callbacks (exceptions); recording
+    the failure instead lets the other jobs run and the sweep report list this one with its reason.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from ziplm.report.sweep import write_failure
+
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    marker = write_failure(job_dir, err)
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        print(marker.read_text(), file=sys.stderr)
+    print(f"error: sweep job {job_dir} failed: {type(err).__name__}: {err} (see {marker}); continuing", file=sys.stderr)
+
+
+def _sweep_exit_code() -> int:
+    """1 when the sweep that just ended (as seen by SweepReportCallback) had failed or incomplete jobs."""
+    callbacks = sys.modules.get("ziplm.report.callbacks")
+    outcome = callbacks.pop_last_outcome() if callbacks is not None else None
+    if outcome is None or not outcome.failed:
+        return 0
+    listing = "".join(f"\n  {line}" for line in outcome.failed)
+    print(f"ziplm: {len(outcome.failed)} of {outcome.jobs} sweep jobs failed:{listing}", file=sys.stderr)
+    print(f"report: {outcome.report}", file=sys.stderr)
+    return 1
+
+
+def _run_with_hydra(command: Command, args: list[str]) -> int:
     import hydra  # imported here so that `ziplm --help` stays instant
     from omegaconf import DictConfig
 
@@ -52,6 +98,12 @@ def _run_with_hydra(command: Command, args: list[str]) -> None:
     register_schemas()
 
     def dispatch(cfg: DictConfig) -> Any:
+        if _in_multirun():
+            try:
+                return command.load()(cfg)
+            except Exception as err:  # one failing job must not end the sweep (single runs still exit 1)
+                _record_failed_job(err)
+                return None
         try:
             return command.load()(cfg)
         except CommandNotReadyError as err:
@@ -67,11 +119,16 @@ def _run_with_hydra(command: Command, args: list[str]) -> None:
 
     entry = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(dispatch)
     saved_argv = sys.argv
-    sys.argv = _hydra_argv(command, args)
+    sys.argv = _hydra_argv(command, _report_args(args) if command.name == "report" else args)
     try:
-        entry()
+        with warnings.catch_warnings():
+            # conf/hydra/launcher/*.yaml shadow the launcher plugins' options on purpose, listing every key;
+            # Hydra still validates them against the plugin schema but warns that this matching is deprecated.
+            warnings.filterwarnings("ignore", message=r"(?s).*'hydra/launcher/.*is validated against ConfigStore")
+            entry()
     finally:
         sys.argv = saved_argv
+    return _sweep_exit_code()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,8 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ziplm: unknown command '{name}'\n{USAGE}\n\ncommands:", file=sys.stderr)
         print(format_command_table(), file=sys.stderr)
         return 2
-    _run_with_hydra(COMMANDS[name], args[1:] if args and args[0] == name else args)
-    return 0
+    return _run_with_hydra(COMMANDS[name], args[1:] if args and args[0] == name else args)
 
 
 if __name__ == "__main__":

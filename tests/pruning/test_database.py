@@ -169,4 +169,4 @@ def test_baseline_methods_share_the_database_and_lose_to_obs(tmp_path: Path) -> 
         assert all(db.errors(l, "ffn")[0] == 1.0 for l in range(3))
     assert totals["obs"] < totals["magnitude"] and totals["obs"] < totals["random"], totals
     with pytest.raises(ValueError, match="unknown structure-selection method"):
-        build_database(model, batches, tmp_path / "x", DatabaseSettings(method="fisher"), show_progress=False)
+        build_database(model, batches, tmp_path / "x", DatabaseSettings(method="fischer"), show_progress=False)

@@ -99,7 +99,8 @@ class ScheduleConfig:
     distill_logit: float = 1.0
     distill_token: float = 1.0
     distill_temperature: float = 2.0
-    # Which rule picks the removed structures: obs (ZipLM) | magnitude | random | fisher (Kwon et al. 2022)
+    # Which rule picks the removed structures: obs (ZipLM) | magnitude | random | fisher | fisher-norescale
+    # (Kwon et al. 2022, with / without least-squares mask tuning) | layerdrop (whole layers, DistilBERT-style)
     method: str = "obs"
 
 
@@ -167,6 +168,7 @@ class ServeConfig:
     batch_size: int = 1  # sequences per request
     seq_length: int = 128
     warmup: int = 10
+    rounds: int = 10  # models alternate in this many rounds, so machine drift hits them alike
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Distillation losses (spec §6): logit KL with temperature and layer-wise token distillation.
 
 ZipLM never removes layers, so layer l of the student always maps to layer l of the teacher, and
-every layer's output hidden state can be matched token by token.
+every layer's output hidden state can be matched token by token. Layer-dropping baselines match only
+(student layer, teacher layer) pairs instead: see `paired_hidden_states`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,33 @@ def token_distillation_loss(
             m = mask.to(per_token.dtype)
             losses.append((per_token * m).sum() / m.sum().clamp_min(1.0))
     return torch.stack(losses).mean()
+
+
+def paired_hidden_states(
+    student_hidden: Sequence[torch.Tensor],
+    teacher_hidden: Sequence[torch.Tensor],
+    pairs: Sequence[tuple[int, int]] | None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The layer outputs to match: all layers one to one (None), or only the given (student, teacher) pairs.
+
+    A layer-dropping student keeping teacher layers ``keep`` pairs its layer i with teacher layer
+    ``keep[i]`` (a shorter model), or layer ``keep[i]`` with itself (dropped layers kept as identities,
+    whose repeated hidden states are then left out).
+
+    Raises:
+        ValueError: an empty pair list, or a layer index outside either model.
+    """
+    if pairs is None:
+        return list(student_hidden), list(teacher_hidden)
+    if not pairs:
+        raise ValueError("layer pairs for token distillation are empty; pass None to match every layer")
+    for s, t in pairs:
+        if not (0 <= s < len(student_hidden) and 0 <= t < len(teacher_hidden)):
+            raise ValueError(
+                f"layer pair ({s}, {t}) is outside the student's {len(student_hidden)} / "
+                f"teacher's {len(teacher_hidden)} layers"
+            )
+    return [student_hidden[s] for s, _ in pairs], [teacher_hidden[t] for _, t in pairs]
 
 
 def logit_distillation_loss(

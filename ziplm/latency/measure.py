@@ -6,6 +6,7 @@ fingerprint: a table is only valid in the environment it was measured in.
 
 from __future__ import annotations
 
+import functools
 import platform
 import statistics
 import time
@@ -22,7 +23,8 @@ from ziplm.latency.calibrate import check_choices, in_situ_times, interpolate_wi
 from ziplm.models.registry import adapter_for
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-ENGINES = ("eager",)
+# eager: the module as is; compile: torch.compile (TorchInductor); onnxruntime: our ONNX export in an InferenceSession.
+ENGINES = ("eager", "compile", "onnxruntime")
 ANCHORS_PER_KIND = 7  # whole-model timings per sublayer kind; more = slower table, smaller interpolation error
 CHECKS = 2  # uneven structures timed with the anchors: the table's own predicted-vs-measured check
 
@@ -45,13 +47,18 @@ class Environment:
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {sorted(DTYPES)}")
         if self.engine not in ENGINES:
-            raise ValueError(f"engine {self.engine!r} is not supported yet; supported: {ENGINES}")
+            raise ValueError(f"engine {self.engine!r} is not supported; choose one of {ENGINES} (hardware.engine=...)")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ValueError(f"unknown device {self.device!r}; use cpu or cuda[:N]")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"hardware profile asks for device {self.device!r} but no CUDA device is visible")
         if self.device == "cpu" and self.dtype == "float16":
             raise ValueError("float16 on CPU is not a deployment environment; use float32 or bfloat16")
         if self.batch_size < 1 or self.seq_length < 1:
             raise ValueError(f"batch_size and seq_length must be >= 1, got {self.batch_size}, {self.seq_length}")
+        problem = _engine_problem(self.engine, self.device, self.dtype)
+        if problem is not None:
+            raise ValueError(problem)
 
     def apply(self) -> None:
         """Set process-wide state the timings depend on (CPU threads)."""
@@ -114,11 +121,20 @@ def monotone_times(times: dict[int, float]) -> dict[int, float]:
 
 
 def model_timer(model: nn.Module, env: Environment) -> Callable[[], object]:
-    """A zero-argument call of the whole model on a random batch of the environment's shape."""
-    model = model.to(device=env.device, dtype=DTYPES[env.dtype]).eval()
+    """A zero-argument call of the whole model, run by `env.engine`, on a random batch of the environment's shape.
+
+    The call returns the model's outputs (a ``ModelOutput`` for eager/compile, a list of numpy arrays
+    for onnxruntime). Building it may take long (compilation, export); calling it does only inference.
+    """
     vocab = int(getattr(model.config, "vocab_size", 0))
-    ids = torch.randint(0, vocab, (env.batch_size, env.seq_length), device=env.device)
+    ids = torch.randint(0, vocab, (env.batch_size, env.seq_length))
     mask = torch.ones_like(ids)
+    if env.engine == "onnxruntime":
+        return _onnxruntime_call(model, ids, mask, env)
+    model = model.to(device=env.device, dtype=DTYPES[env.dtype]).eval()
+    ids, mask = ids.to(env.device), mask.to(env.device)
+    if env.engine == "compile":
+        return _compiled_call(model, ids, mask)
     return lambda: model(input_ids=ids, attention_mask=mask)
 
 
@@ -152,12 +168,9 @@ def measure_latency_table(
         )
     attention = _removal_free(monotone_times(interpolate_with_shape({k: float(k) for k in head_levels}, attn_anchor)))
     ffn = _removal_free(monotone_times(interpolate_with_shape({m: float(m) for m in ffn_levels}, ffn_anchor)))
-    table = LatencyTable(environment=fingerprint, base_time=base, attention=attention, ffn=ffn)
-    predicted = [LatencyModel(table, num_layers).speedup(c) for c in checks]
-    self_check = [
-        {"choice": [list(layer) for layer in c], "predicted_speedup": p, "measured_speedup": base / t}
-        for c, p, t in zip(checks, predicted, check_seconds, strict=True)
-    ]
+    self_check = _self_check(
+        LatencyTable(environment=fingerprint, base_time=base, attention=attention, ffn=ffn), checks, check_seconds
+    )
     return LatencyTable(
         environment=fingerprint,
         base_time=base,
@@ -170,6 +183,28 @@ def measure_latency_table(
             "self_check": self_check,  # uneven structures: additive prediction vs measurement
         },
     )
+
+
+def _self_check(
+    table: LatencyTable, checks: Sequence[Sequence[tuple[int, int]]], seconds: Sequence[float]
+) -> list[dict[str, Any]]:
+    """Predicted vs measured speedup of the check structures; empty if the table is unusable.
+
+    An inconsistent table (timing noise exceeding a tiny model's whole runtime) is not refused here:
+    `LatencyModel` refuses it with its own message where it is used.
+    """
+    try:
+        model = LatencyModel(table, len(checks[0]) if checks else 1)
+    except ValueError:
+        return []
+    return [
+        {
+            "choice": [list(layer) for layer in c],
+            "predicted_speedup": model.speedup(c),
+            "measured_speedup": table.base_time / t,
+        }
+        for c, t in zip(checks, seconds, strict=True)
+    ]
 
 
 def _removal_free(times: dict[int, float]) -> dict[int, float]:
@@ -265,3 +300,102 @@ def interleaved_speedups(dense: nn.Module, members: Sequence[nn.Module], env: En
     """Measured end-to-end speedup of each member over `dense`: median of per-round time ratios."""
     relative = relative_to_first(interleaved_samples([dense, *members], env, rounds))
     return [1.0 / r for r in relative[1:]]
+
+
+# Engines --------------------------------------------------------------------------------------------------
+RECOMPILE_LIMIT = 256  # compiled variants per model class and process (torch's default of 8 is too few)
+
+
+@functools.cache
+def _engine_problem(engine: str, device: str, dtype: str) -> str | None:
+    """Why `engine` cannot time `dtype` models on `device` on this machine; None when it can.
+
+    Cached: probing for a C++ compiler runs a subprocess, and `validate` is called before every timing.
+    """
+    if engine == "compile":
+        return _inductor_problem(device)
+    if engine == "onnxruntime":
+        return _onnxruntime_problem(device, dtype)
+    return None
+
+
+def _inductor_problem(device: str) -> str | None:
+    if device.startswith("cuda"):
+        from torch.utils._triton import has_triton
+
+        return None if has_triton() else "engine 'compile' on CUDA needs Triton (pip install triton); or engine=eager"
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as err:  # InvalidCxxCompiler, or an inductor that does not import on this platform
+        return (
+            f"engine 'compile' needs a working C++ compiler for TorchInductor on CPU ({type(err).__name__}: {err}); "
+            "install g++ (or point the CXX variable at one), or use engine=eager"
+        )
+    return None
+
+
+def _onnxruntime_problem(device: str, dtype: str) -> str | None:
+    try:
+        import onnxruntime as ort
+        import onnxscript  # noqa: F401  (torch.onnx.export(dynamo=True) needs it)
+    except ImportError as err:
+        return f"engine 'onnxruntime' needs onnxruntime, onnx, onnxscript ({err}); pip install onnxruntime onnxscript"
+    if dtype != "float32":
+        return f"engine 'onnxruntime' times float32 ONNX exports only, not {dtype}; set hardware.dtype=float32"
+    providers = ort.get_available_providers()
+    if device.startswith("cuda") and "CUDAExecutionProvider" not in providers:
+        return (
+            f"engine 'onnxruntime' on {device} needs onnxruntime's CUDAExecutionProvider "
+            f"(pip install onnxruntime-gpu); this onnxruntime has {providers}"
+        )
+    return None
+
+
+def _compiled_call(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> Callable[[], object]:
+    """The model under ``torch.compile``, compiled here (so no timed round pays for compilation).
+
+    Dynamo caches compiled code per *code object*, shared by every instance of a model class, and after
+    ``recompile_limit`` differently shaped members it silently runs eager: a latency table compiles
+    ~20 members, so the limit is raised, and hitting it while compiling is an error rather than a wrong timing.
+    """
+    import torch._dynamo
+
+    config: Any = torch._dynamo.config
+    for key in ("recompile_limit", "accumulated_recompile_limit", "cache_size_limit", "accumulated_cache_size_limit"):
+        if hasattr(config, key):  # torch < 2.6 names them cache_size_limit; newer ones keep those as aliases
+            setattr(config, key, max(int(getattr(config, key)), RECOMPILE_LIMIT))
+    compiled = torch.compile(model, dynamic=False)  # static shapes: what a deployment at this batch x seq runs
+
+    def call() -> object:
+        with torch.inference_mode():  # one grad mode for every call, so the compiled entry always matches
+            return compiled(input_ids=ids, attention_mask=mask)
+
+    strict = {k: True for k in ("fail_on_recompile_limit_hit",) if hasattr(config, k)}
+    with config.patch(strict):
+        call()
+    return call
+
+
+def _onnxruntime_call(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, env: Environment) -> Callable[[], Any]:
+    """Export to a temporary ONNX file and call an onnxruntime session on numpy inputs.
+
+    The session holds the weights once created, so the file is deleted right away. Threads: ``env.threads``,
+    else torch's count, which is what the table's fingerprint records. On CUDA the inputs are copied from
+    host memory on every call, as a plain ``session.run`` user's are.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from ziplm.deploy.onnx_export import export_onnx, max_positions, onnx_session
+
+    model = model.to(device="cpu", dtype=torch.float32).eval()
+    limit = max_positions(model) or env.seq_length
+    cuda = env.device.startswith("cuda")
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+    with tempfile.TemporaryDirectory(prefix="ziplm-onnx-") as tmp:
+        path = export_onnx(model, Path(tmp) / "model.onnx", seq_length=max(2, min(env.seq_length, limit)))
+        session = onnx_session(path, providers, env.threads or torch.get_num_threads())
+    feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    return lambda: session.run(None, feeds)

@@ -6,13 +6,19 @@ state has to survive a shape change. Losses come from `ziplm.core.distill`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
 
-from ziplm.core.distill import DistillWeights, logit_distillation_loss, token_distillation_loss
+from ziplm.core.distill import (
+    DistillWeights,
+    logit_distillation_loss,
+    paired_hidden_states,
+    token_distillation_loss,
+)
 from ziplm.eval.evaluate import Evaluator
 
 LABEL_KEYS = ("labels", "start_positions", "end_positions")
@@ -38,6 +44,8 @@ class ZipLMModule(L.LightningModule):
         weights: loss weights λ_task, λ_logit, λ_token and temperature (required with a teacher).
         learning_rate: peak AdamW learning rate (linear warm-up then decay, restarted every stage).
         evaluator: computes the task metric at the end of each validation epoch.
+        layer_pairs: (student layer, teacher layer) pairs for token distillation; None matches every
+            layer l to layer l (ZipLM keeps all layers), layer-dropping students pass their mapping.
     """
 
     def __init__(
@@ -49,6 +57,7 @@ class ZipLMModule(L.LightningModule):
         warmup_fraction: float = 0.1,
         weight_decay: float = 0.0,
         evaluator: Evaluator | None = None,
+        layer_pairs: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         super().__init__()
         if teacher is not None and weights is None:
@@ -63,6 +72,7 @@ class ZipLMModule(L.LightningModule):
             weight_decay,
         )
         self.evaluator = evaluator
+        self.layer_pairs = list(layer_pairs) if layer_pairs is not None else None
         self.metrics: dict[str, float] = {}
 
     def on_fit_start(self) -> None:
@@ -90,7 +100,8 @@ class ZipLMModule(L.LightningModule):
             parts["logit"] = torch.stack(kl).mean()
         if w.token:
             # hidden_states[0] is the embedding output; layer l's output is hidden_states[l + 1].
-            parts["token"] = token_distillation_loss(student.hidden_states[1:], teacher.hidden_states[1:], mask)
+            pair = paired_hidden_states(student.hidden_states[1:], teacher.hidden_states[1:], self.layer_pairs)
+            parts["token"] = token_distillation_loss(*pair, mask)
         scale = {"task": w.task, "logit": w.logit, "token": w.token}
         loss = sum(scale[name] * value for name, value in parts.items())
         assert isinstance(loss, torch.Tensor)

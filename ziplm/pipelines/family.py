@@ -1,5 +1,7 @@
 """Making family members: search a target from a database, stitch, (distill), evaluate, measure, save.
 
+The layer-dropping baseline makes its members here too (`layerdrop_member`), without a database.
+
 Every member is saved (model + structure + metrics.json) before the next begins; a member folder with
 a metrics.json is complete, so a restarted run skips it.
 """
@@ -22,8 +24,10 @@ from ziplm.latency.measure import interleaved_speedups
 from ziplm.lit.data import TaskDataModule
 from ziplm.lit.module import ZipLMModule
 from ziplm.lit.trainer import make_trainer
-from ziplm.models import count_parameters, load_pruned, save_pruned
+from ziplm.models import adapter_for, count_parameters, load_pruned, save_pruned
 from ziplm.pipelines.context import RunContext
+from ziplm.pruning.baselines import LAYERDROP
+from ziplm.pruning.layerdrop import choose_layer_count, distillation_pairs, drop_to_identity, spread_layers
 from ziplm.pruning.stitch import stitch
 from ziplm.pruning.targets import Choice, SearchSpace, search_target
 
@@ -71,12 +75,23 @@ def choose(
     return choice, (result.to_dict() if result is not None else None)
 
 
-def distill(ctx: RunContext, student: Any, teacher: Any, logger: Any, stage: str) -> None:
-    """Distill-finetune a pruned student for the schedule's epochs (fresh optimizer and LR schedule)."""
+def distill(
+    ctx: RunContext,
+    student: Any,
+    teacher: Any,
+    logger: Any,
+    stage: str,
+    layer_pairs: Sequence[tuple[int, int]] | None = None,
+) -> None:
+    """Distill-finetune a pruned student for the schedule's epochs (fresh optimizer and LR schedule).
+
+    `layer_pairs` restricts token distillation to (student layer, teacher layer) pairs (layer dropping).
+    """
     epochs = float(ctx.schedule["epochs_per_stage"])
     if epochs <= 0:
         return
-    module = ZipLMModule(student, teacher, ctx.distill_weights, learning_rate=float(ctx.schedule["learning_rate"]))
+    rate = float(ctx.schedule["learning_rate"])
+    module = ZipLMModule(student, teacher, ctx.distill_weights, learning_rate=rate, layer_pairs=layer_pairs)
     data = TaskDataModule(ctx.train_features, None, int(ctx.trainer["batch_size"]), int(ctx.trainer["eval_batch_size"]))
     make_trainer(ctx.trainer, ctx.out / "stages" / stage, logger=logger, max_epochs=epochs).fit(module, datamodule=data)
     student.eval()
@@ -111,6 +126,19 @@ def finish_member(
     }
     (folder / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def layerdrop_member(
+    ctx: RunContext, teacher: Any, latency: LatencyModel, target: float, logger: Any
+) -> dict[str, Any]:
+    """Layer-dropping baseline member: keep the evenly spread layers whose count the latency table puts
+    closest to `target`, distill them (each kept layer matched to its own teacher layer), evaluate, save."""
+    dims = adapter_for(teacher).dims(teacher)
+    count, predicted = choose_layer_count(latency, dims, target)
+    keep = spread_layers(dims.num_layers, count)
+    student = drop_to_identity(teacher, keep)
+    distill(ctx, student, teacher, logger, f"{target:g}x", layer_pairs=distillation_pairs(keep, shorter=False))
+    return finish_member(ctx, student, teacher, target, predicted, {"method": LAYERDROP, "layers_kept": keep})
 
 
 def reload_member(ctx: RunContext, target: float) -> Any:

@@ -27,10 +27,18 @@ from ziplm.eval.metrics import METRICS
 from ziplm.latency.cache import load_or_measure
 from ziplm.models import adapter_for, build_model, count_parameters
 from ziplm.pipelines.context import RunContext, build_context
-from ziplm.pipelines.family import choose, completed_member, distill, finish_member, reload_member
+from ziplm.pipelines.family import (
+    choose,
+    completed_member,
+    distill,
+    finish_member,
+    layerdrop_member,
+    reload_member,
+)
 from ziplm.pipelines.latency import level_grids, print_self_check
 from ziplm.pipelines.report import tracker_labels
 from ziplm.pipelines.teacher import check_teacher_head, head_kwargs, load_or_train_teacher
+from ziplm.pruning.baselines import FISHER_METHODS, LAYERDROP, METHODS
 from ziplm.pruning.database_builder import build_database
 from ziplm.pruning.stitch import stitch
 from ziplm.report.results import write_report
@@ -107,7 +115,8 @@ def _oneshot(ctx: RunContext, teacher: Any, latency: LatencyModel, batches: dict
             with phases(f"member {target:g}x"):
                 choice, search = choose(ctx, teacher, db, latency, target, batches["loss"])
                 pruned = stitch(teacher, db, choice)
-                record = finish_member(ctx, pruned, teacher, target, latency.speedup(choice), {"search": search})
+                extra = {"method": ctx.database_settings.method, "search": search}
+                record = finish_member(ctx, pruned, teacher, target, latency.speedup(choice), extra)
         else:
             console.print(f"member {target:g}x already complete: skipped")
         members.append(record)
@@ -134,10 +143,33 @@ def _gradual(ctx: RunContext, teacher: Any, latency: LatencyModel, batches: dict
                 choice, search = choose(ctx, current, db, latency, target, batches["loss"])
                 current = stitch(current, db, choice)
                 distill(ctx, current, teacher, logger, f"{target:g}x")
-                record = finish_member(ctx, current, teacher, target, latency.speedup(choice), {"search": search})
+                extra = {"method": ctx.database_settings.method, "search": search}
+                record = finish_member(ctx, current, teacher, target, latency.speedup(choice), extra)
         members.append(record)
         on_member(record)
     return members
+
+
+def _layerdrop(ctx: RunContext, teacher: Any, latency: LatencyModel, phases: Phases,
+               on_member: Callable[[dict[str, Any]], None], logger: Any) -> list[dict[str, Any]]:  # fmt: skip
+    """Layer-dropping baseline: every member starts from the teacher and is distilled epochs_per_stage."""
+    members = []
+    for target in ctx.targets:
+        record = completed_member(ctx, target)
+        if record is None:
+            with phases(f"layerdrop {target:g}x"):
+                record = layerdrop_member(ctx, teacher, latency, target, logger)
+        else:
+            console.print(f"member {target:g}x already complete: skipped")
+        members.append(record)
+        on_member(record)
+    return members
+
+
+def check_method(method: str) -> None:
+    """Fail before any expensive work on a misspelt structure-selection method."""
+    if method not in METHODS:
+        raise ValueError(f"unknown schedule.method {method!r}; choose one of {list(METHODS)}")
 
 
 def _quiet_libraries() -> None:
@@ -155,6 +187,7 @@ def run_prune(cfg: DictConfig) -> None:
     phases, started = Phases(), time.perf_counter()
     with phases("validate config and load data"):
         ctx = build_context(cfg)
+        check_method(ctx.database_settings.method)
         check_teacher_head(ctx)
     console.print(f"run folder: {ctx.out}")
     latency = _latency(ctx, phases)
@@ -164,16 +197,21 @@ def run_prune(cfg: DictConfig) -> None:
         console.print("reused cached teacher" if cached else "fine-tuned and cached the teacher")
         dense = _dense_record(ctx, teacher)
     tracker.log_member(dense, step=0)
-    seed = int(cfg.seed)
+    seed, method = int(cfg.seed), ctx.database_settings.method
+    labelled = method in FISHER_METHODS  # Fisher importances are gradients of the task loss
     batches = {
-        "calibration": calibration_batches(ctx.train_features, int(ctx.schedule["calibration_samples"]), 32, seed),
+        "calibration": calibration_batches(
+            ctx.train_features, int(ctx.schedule["calibration_samples"]), 32, seed, labelled
+        ),
         "loss": calibration_batches(ctx.train_features, int(ctx.schedule["spdy_loss_samples"]), 32, seed + 1, True)
         if int(ctx.schedule["spdy_loss_samples"]) > 0
         else [],
     }
     steps = iter(range(1, len(ctx.targets) + 1))
     on_member = lambda record: tracker.log_member(record, step=next(steps))  # noqa: E731
-    if ctx.schedule["name"] == "oneshot":
+    if method == LAYERDROP:
+        members = _layerdrop(ctx, teacher, latency, phases, on_member, tracker.lightning_logger)
+    elif ctx.schedule["name"] == "oneshot":
         members = _oneshot(ctx, teacher, latency, batches, phases, on_member)
     else:
         members = _gradual(ctx, teacher, latency, batches, phases, on_member, tracker.lightning_logger)
@@ -183,7 +221,9 @@ def run_prune(cfg: DictConfig) -> None:
 def _report(ctx: RunContext, dense: dict[str, Any], members: list[dict[str, Any]], phases: Phases, started: float,
             tracker: Tracker) -> None:  # fmt: skip
     metric = METRICS[ctx.task.metric].headline
-    title = f"ZipLM {ctx.schedule['name']}: {ctx.spec.name} on {ctx.task.name}, {ctx.cfg.hardware.name} environment"
+    method = ctx.database_settings.method
+    label = "ZipLM" if method == "obs" else f"{method} baseline"
+    title = f"{label} {ctx.schedule['name']}: {ctx.spec.name} on {ctx.task.name}, {ctx.cfg.hardware.name} environment"
     phase_notes = [f"{name}: {seconds:.1f} s" for name, seconds in phases.seconds.items()]
     notes = [
         f"environment: {ctx.env.device} {ctx.env.dtype}, batch {ctx.env.batch_size} × seq {ctx.env.seq_length}",

@@ -1,5 +1,9 @@
 """Baseline "solvers" with the OBS solver's interface: magnitude and random structure selection.
 
+Which structure-selection methods exist (``METHODS``): the solvers below, the Fisher mask baselines
+(`ziplm.pruning.fisher`, which need labelled calibration batches) and, at the pipeline level, layer
+dropping (`ziplm.pruning.layerdrop`, no database at all).
+
 They choose which groups to drop without second-order information and do not update the remaining
 weights; everything else (levels, errors, latency search, stitching) is shared with ZipLM, so a
 comparison isolates what OBS contributes. ``loss`` is reported like OBS's (damped Hessian) so the
@@ -74,3 +78,7 @@ def obs_solver(W: torch.Tensor, H: torch.Tensor, group_size: int, keep_counts: S
 
 
 SOLVERS: dict[str, Solver] = {"obs": obs_solver, "magnitude": magnitude_solver, "random": random_solver(0)}
+# Kwon et al. 2022: Fisher mask search with least-squares mask tuning, or with binary masks only.
+FISHER_METHODS: tuple[str, ...] = ("fisher", "fisher-norescale")
+LAYERDROP = "layerdrop"  # DistilBERT/DistilGPT2-style students: whole layers dropped, no levels database
+METHODS: tuple[str, ...] = (*SOLVERS, *FISHER_METHODS, LAYERDROP)

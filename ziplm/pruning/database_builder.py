@@ -22,7 +22,7 @@ from ziplm.core.levels import ffn_levels, head_levels
 from ziplm.core.structure import ModelDims, Structure
 from ziplm.models.adapter import SUBLAYERS, Sublayer, current_structure, get_output_weight
 from ziplm.models.registry import adapter_for
-from ziplm.pruning.baselines import SOLVERS, Solver, obs_solver
+from ziplm.pruning.baselines import FISHER_METHODS, SOLVERS, Solver, obs_solver
 from ziplm.pruning.calibration import ProjectionStats, capture
 
 
@@ -34,7 +34,7 @@ class DatabaseSettings:
     ffn_group_size: int = 1
     ffn_grid_ratio: float = 0.9
     ffn_round_to: int = 1
-    method: str = "obs"  # obs = ZipLM; magnitude / random are baselines sharing everything else
+    method: str = "obs"  # obs = ZipLM; magnitude / random / fisher / fisher-norescale are baselines
 
 
 def _digest_tensors(tensors: Sequence[torch.Tensor]) -> str:
@@ -137,10 +137,19 @@ def build_database(
     settings: DatabaseSettings | None = None,
     show_progress: bool = True,
 ) -> LevelDatabase:
-    """Build (or resume) the levels database of `model` on calibration `batches` in `folder`."""
+    """Build (or resume) the levels database of `model` on calibration `batches` in `folder`.
+
+    Fisher methods (`ziplm.pruning.fisher`) need labelled batches (``with_labels=True``).
+    """
     settings = settings or DatabaseSettings()
+    if settings.method in FISHER_METHODS:
+        # Imported here: the Fisher builder reuses this module's fingerprint and settings.
+        from ziplm.pruning.fisher import build_fisher_database
+
+        return build_fisher_database(model, batches, folder, settings, show_progress)
     if settings.method not in SOLVERS:
-        raise ValueError(f"unknown structure-selection method {settings.method!r}; choose one of {sorted(SOLVERS)}")
+        known = sorted([*SOLVERS, *FISHER_METHODS])
+        raise ValueError(f"unknown structure-selection method {settings.method!r}; choose one of {known}")
     if not batches:
         raise ValueError("the calibration set is empty: give at least one batch of calibration samples")
     adapter = adapter_for(model)

@@ -2,19 +2,73 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ziplm.lit.trainer import make_logger
+
+@dataclass(frozen=True)
+class RunLabels:
+    """What a W&B run is: its name, group and tags say model/task/hardware/schedule/method/targets.
+
+    Runs are grouped by experiment (``logger.group`` wins when set); the jobs of one sweep share the
+    group ``<experiment>/<sweep id>`` with the sweep's report run, so one W&B group is one sweep.
+    """
+
+    experiment: str
+    model: str
+    task: str
+    hardware: str
+    schedule: str
+    method: str
+    targets: tuple[float, ...]
+    sweep: str | None = None  # the sweep folder's name (its timestamp) for multirun jobs
+    job: int | None = None
+
+    @property
+    def name(self) -> str:
+        targets = ",".join(f"{t:g}x" for t in self.targets)
+        job = f" #{self.job}" if self.job is not None else ""
+        return f"{self.model}/{self.task}/{self.hardware}/{self.schedule}-{self.method}/{targets}{job}"
+
+    def group(self, configured: str | None = None) -> str:
+        if configured:
+            return configured
+        return f"{self.experiment}/{self.sweep}" if self.sweep else self.experiment
+
+    def tags(self, configured: Sequence[str] = ()) -> list[str]:
+        tags = [f"{k}:{v}" for k, v in self._fields().items()]
+        return [*tags, *(["sweep"] if self.sweep else []), *configured]
+
+    def _fields(self) -> dict[str, str]:
+        return {
+            "experiment": self.experiment,
+            "model": self.model,
+            "task": self.task,
+            "hardware": self.hardware,
+            "schedule": self.schedule,
+            "method": self.method,
+        }
 
 
 class Tracker:
-    """Wraps the Lightning logger of the run so pipelines log members and reports in one place."""
+    """Wraps the Lightning logger of the run so pipelines log members and reports in one place.
 
-    def __init__(self, logger_cfg: Mapping[str, Any], out: Path, run_name: str) -> None:
+    `run` is a plain run name or `RunLabels` (which also set the W&B group and tags).
+    """
+
+    def __init__(self, logger_cfg: Mapping[str, Any], out: Path, run: str | RunLabels) -> None:
+        from ziplm.lit.trainer import make_logger  # Lightning: imported only by runs that train or log
+
         self.kind = str(logger_cfg.get("kind", "none"))
-        self.lightning_logger = make_logger(dict(logger_cfg), out, run_name)
+        settings = dict(logger_cfg)
+        if isinstance(run, RunLabels):
+            settings["group"] = run.group(logger_cfg.get("group"))
+            settings["tags"] = run.tags(list(logger_cfg.get("tags") or []))
+        self.lightning_logger = make_logger(settings, out, run.name if isinstance(run, RunLabels) else run)
 
     def log_member(self, record: Mapping[str, Any], step: int) -> None:
         """Numeric fields of a member record (dense is step 0)."""
@@ -39,3 +93,42 @@ class Tracker:
         artifact.add_file(str(latency_table))
         run.log_artifact(artifact)
         run.finish()
+
+
+def log_sweep_report(
+    logger_cfg: Mapping[str, Any],
+    out: Path,
+    group: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    plots: Sequence[Path],
+    markdown: Path,
+) -> bool:
+    """W&B only: the sweep table (a ``wandb.Table``) and its Pareto plots, as one run in the sweep's group.
+
+    Returns whether anything was logged (False for other logger kinds). Offline by default, like runs.
+    """
+    if str(logger_cfg.get("kind", "none")) != "wandb":
+        return False
+    import wandb
+
+    mode: Any = os.environ.get("WANDB_MODE", str(logger_cfg.get("mode", "offline")))
+    run = wandb.init(
+        project=str(logger_cfg.get("project", "ziplm")),
+        group=str(logger_cfg.get("group") or group),
+        name=f"sweep report: {group}",
+        job_type="sweep-report",
+        tags=["sweep-report", *list(logger_cfg.get("tags") or [])],
+        dir=str(out),
+        mode=mode,
+        reinit=True,  # a new run even if a job of this process left one open
+    )
+    try:
+        data = [[None if v == "" else v for v in row] for row in rows]  # numbers stay numbers, blanks None
+        table = wandb.Table(columns=list(columns), data=data)
+        run.log({"sweep": table, **{f"pareto/{p.stem}": wandb.Image(str(p)) for p in plots}})
+        run.summary["report"] = str(markdown)
+    finally:
+        run.finish()
+    print(f"logged the sweep report to W&B ({run.settings.mode}): group {group}", file=sys.stderr)
+    return True

@@ -1,0 +1,1 @@
+"""Deploying family members: standard export formats and a serving benchmark."""

@@ -1,0 +1,130 @@
+"""``ziplm export checkpoint=<member> [export.formats=[onnx,hf]]``: standard formats of a family member.
+
+Writes ``model.onnx`` (checked against PyTorch in onnxruntime unless ``export.verify=false``) and/or
+``hf/`` (a self-contained copy in ``save_pruned`` format, with the member's tokenizer) under
+``export.output`` (default ``<checkpoint>/export``), plus ``export.json`` recording what was written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from rich.console import Console
+from torch import nn
+
+from ziplm.deploy.onnx_export import export_onnx, max_positions, verify_onnx
+from ziplm.models import adapter_for, current_structure, load_pruned, save_pruned
+from ziplm.models.io import MANIFEST
+
+FORMATS = ("onnx", "hf")
+ONNX_FILE = "model.onnx"
+HF_FOLDER = "hf"
+RECORD = "export.json"
+VERIFY_SEQ_LENGTH = 32  # parity batch length (short: the check runs both models on CPU)
+
+
+def export_formats(value: Any) -> list[str]:
+    """`export.formats` as a validated, de-duplicated list."""
+    formats = [str(f) for f in (value or [])]
+    if not formats:
+        raise ValueError(f"export.formats is empty; choose from {list(FORMATS)}, e.g. export.formats=[onnx,hf]")
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}, e.g. export.formats=[onnx]")
+    return list(dict.fromkeys(formats))
+
+
+def member_folder(checkpoint: Any) -> Path:
+    """The checkpoint as a ziplm model folder, or a clear error saying what to pass instead."""
+    if not checkpoint:
+        raise ValueError("ziplm export needs checkpoint=<member folder, e.g. outputs/run/.../family/2x>")
+    folder = Path(str(checkpoint))
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint {folder} does not exist; pass a family member folder (family/<S>x)")
+    if not (folder / MANIFEST).is_file():
+        raise ValueError(f"{folder} is not a ziplm model folder (no {MANIFEST}); pass a family member folder")
+    return folder
+
+
+def _versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for package in ("torch", "transformers", "onnx", "onnxscript", "onnxruntime"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _export_hf(model: nn.Module, folder: Path, target: Path) -> Path:
+    """Re-save through `save_pruned` (re-checks the structure and checksums), with the member's tokenizer."""
+    tokenizer = None
+    if (folder / "tokenizer_config.json").is_file():
+        import transformers
+
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    structure = current_structure(model, adapter_for(model).dims(model))
+    save_pruned(model, structure, target, tokenizer=tokenizer)
+    load_pruned(target)  # a copy that does not load is worse than none
+    return target
+
+
+def _files(output: Path, written: list[Path]) -> dict[str, int]:
+    """Files this export wrote (relative path -> bytes); other files in `output` are not ours to list."""
+    found: list[Path] = []
+    for path in written:
+        found += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        sidecar = path.with_name(path.name + ".data")  # ONNX external weights, when there are any
+        if sidecar.is_file():
+            found.append(sidecar)
+    return {str(p.relative_to(output)): p.stat().st_size for p in found}
+
+
+def _write_record(output: Path, record: dict[str, Any]) -> Path:
+    path = output / RECORD
+    tmp = output / f".{RECORD}.partial-{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def run_export(cfg: DictConfig) -> dict[str, Any]:
+    """Export `cfg.checkpoint` to every format in `cfg.export.formats`; returns the ``export.json`` record."""
+    settings = cfg.export
+    formats = export_formats(settings.formats)
+    folder = member_folder(cfg.get("checkpoint"))
+    output = Path(str(settings.output)) if settings.get("output") else folder / "export"
+    if output.exists() and not output.is_dir():
+        raise FileExistsError(f"export.output {output} is a file; pass a folder")
+    model = load_pruned(folder)
+    console = Console()
+    output.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"checkpoint": str(folder), "formats": formats, "onnx_max_abs_diff": None}
+    written: list[Path] = []
+    if "onnx" in formats:
+        limit = max_positions(model)
+        seq = min(int(settings.seq_length), limit) if limit is not None else int(settings.seq_length)
+        if seq != int(settings.seq_length):
+            console.print(f"export.seq_length {settings.seq_length} > the model's {limit} positions; traced at {seq}")
+        onnx_path = export_onnx(model, output / ONNX_FILE, seq_length=seq)
+        written.append(onnx_path)
+        console.print(f"wrote {onnx_path}")
+        record["onnx_seq_length"] = seq
+        if bool(settings.verify):
+            diff = verify_onnx(model, onnx_path, seq_length=min(seq, VERIFY_SEQ_LENGTH), atol=float(settings.atol))
+            record["onnx_max_abs_diff"] = diff
+            record["onnx_atol"] = float(settings.atol)
+            console.print(f"onnxruntime vs PyTorch: max abs diff {diff:.3g} (atol {float(settings.atol):g})")
+    if "hf" in formats:
+        written.append(_export_hf(model, folder, output / HF_FOLDER))
+        console.print(f"wrote {written[-1]}")
+    record["files"] = _files(output, written)
+    record["total_bytes"] = sum(record["files"].values())
+    record["versions"] = _versions()
+    console.print(f"wrote {_write_record(output, record)}")
+    return record
