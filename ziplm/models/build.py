@@ -13,6 +13,8 @@ from typing import Any, Literal
 import transformers
 from torch import nn
 
+from ziplm.models.bpe import BPE_PREFIX, load_or_train_bpe
+
 Head = Literal["base", "classification", "qa", "lm"]
 
 _CLASSES: dict[str, dict[str, str]] = {
@@ -96,6 +98,8 @@ def _scratch_config(spec: ModelSpec, extra: dict[str, Any]) -> Any:
             n_head=spec.num_heads,
             n_inner=spec.intermediate_size,
             n_positions=spec.max_position_embeddings or 1024,
+            # a trained BPE puts <|endoftext|> at id 0, not GPT-2's 50256
+            **({"bos_token_id": 0, "eos_token_id": 0} if (spec.tokenizer or "").startswith("bpe:") else {}),
             **extra,
         )
     raise ValueError(f"unknown model family {spec.family!r}; known: {sorted(_CLASSES)}")
@@ -120,11 +124,18 @@ def build_model(spec: ModelSpec, head: Head = "base", **config_overrides: Any) -
     )
 
 
-def build_tokenizer(spec: ModelSpec) -> Any:
-    """The tokenizer for `spec`: ``spec.tokenizer`` if set, else the model's own source."""
+def build_tokenizer(spec: ModelSpec, cache_dir: str | Path | None = None) -> Any:
+    """The tokenizer for `spec`: ``spec.tokenizer`` if set, else the model's own source.
+
+    ``bpe:<corpus>:<vocab size>`` (e.g. ``bpe:wiki-excerpt:4096``) is a small byte-level BPE trained on
+    that builtin corpus' train split and cached under ``<cache_dir>/tokenizers/`` (`cache_dir` defaults
+    to ``$ZIPLM_CACHE`` or ``outputs/cache``; see ``ziplm.models.bpe``).
+    """
     source = spec.tokenizer or spec.source
     if source == "packaged:gpt2":
         return packaged_gpt2_tokenizer()
+    if source.startswith(BPE_PREFIX):
+        return load_or_train_bpe(source, cache_dir)
     if source == "scratch":
         raise ValueError(f"model {spec.name!r} is built from scratch; set its `tokenizer` to a real one")
     tok = transformers.AutoTokenizer.from_pretrained(resolve_source(source))

@@ -91,7 +91,7 @@ def build_context(cfg: DictConfig) -> RunContext:
     env = environment(cfg)
     env.validate()
     spec = model_spec(cfg)
-    tokenizer = build_tokenizer(spec)
+    tokenizer = build_tokenizer(spec, cache_dir=str(cfg.cache_dir))
     splits = load_splits(task, seed=int(cfg.seed))
     train, evaluation = splits[task.train_split], splits[task.eval_split]
     return RunContext(

@@ -27,7 +27,8 @@ def run_evaluate(cfg: DictConfig) -> None:
         raise ValueError(f"{folder} is not a ziplm model folder (no {MANIFEST}); pass a family member folder")
     model = load_pruned(folder)
     task = TaskSpec.from_mapping(to_dict(cfg.task))
-    tokenizer = build_tokenizer(model_spec(cfg)) if not (folder / "tokenizer_config.json").is_file() else None
+    has_tokenizer = (folder / "tokenizer_config.json").is_file()
+    tokenizer = None if has_tokenizer else build_tokenizer(model_spec(cfg), cache_dir=str(cfg.cache_dir))
     if tokenizer is None:
         import transformers
 

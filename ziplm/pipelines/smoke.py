@@ -50,7 +50,7 @@ def _norm_structure(model: torch.nn.Module, keep_fraction: float, drop_last_ffn:
 
 def _sample_batch(cfg: DictConfig, vocab: int) -> dict[str, torch.Tensor]:
     try:
-        tok = build_tokenizer(model_spec(cfg))
+        tok = build_tokenizer(model_spec(cfg), cache_dir=str(cfg.cache_dir))
         texts = [
             "ZipLM prunes heads and neurons.",
             "Inference-aware pruning meets a speedup target on your device.",
