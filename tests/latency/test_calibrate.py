@@ -12,7 +12,7 @@ from ziplm.models import adapter_for, build_model
 def test_anchor_levels_span_the_grid() -> None:
     grid = [64, 58, 52, 47, 42, 38, 34, 31, 28, 0]
     anchors = anchor_levels(grid, 4)
-    assert anchors[0] == 0 and anchors[-1] == 64 and len(anchors) == 4
+    assert anchors[0] == 0 and anchors[-1] == 64 and 28 in anchors and len(anchors) == 5  # + smallest kept
     assert anchor_levels([4, 2, 0], 8) == [0, 2, 4]
 
 

@@ -96,7 +96,7 @@ def environment_fingerprint(
         "dims": adapter_for(model).dims(model).to_dict(),
         "head_levels": list(head_levels),
         "ffn_levels": list(ffn_levels),
-        "latency_model": "additive, whole-model anchors, linear between, overhead-bounded, per-round ratios (v6)",
+        "latency_model": "additive, whole-model anchors + smallest kept level, per-round ratios (v7)",
     }
 
 
