@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from ziplm.latency.measure import Environment
 from ziplm.models.build import Head, ModelSpec
+from ziplm.models.io import MANIFEST
 
 _HEADS: dict[str, Head] = {
     "classification": "classification",
@@ -41,3 +43,15 @@ def task_head(cfg: DictConfig) -> Head:
     if kind not in _HEADS:
         raise ValueError(f"task {cfg.task.name!r} has unknown kind {kind!r}; known kinds: {sorted(_HEADS)}")
     return _HEADS[kind]
+
+
+def member_folder(checkpoint: Any, command: str) -> Path:
+    """`checkpoint` as a saved ziplm member folder, or a clear error saying what `ziplm <command>` needs."""
+    if not checkpoint:
+        raise ValueError(f"ziplm {command} needs checkpoint=<member folder, e.g. outputs/run/.../family/2x>")
+    folder = Path(str(checkpoint))
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint {folder} does not exist; pass a family member folder (family/<S>x)")
+    if not (folder / MANIFEST).is_file():
+        raise ValueError(f"{folder} is not a ziplm model folder (no {MANIFEST}); pass a family member folder")
+    return folder

@@ -34,28 +34,14 @@ from ziplm.eval.metrics import METRICS
 from ziplm.latency.measure import Environment, interleaved_medians
 from ziplm.models import build_tokenizer, count_parameters, load_pruned, save_pruned
 from ziplm.models.adapter import current_structure
-from ziplm.models.io import MANIFEST, WEIGHTS
+from ziplm.models.io import WEIGHTS
 from ziplm.models.registry import adapter_for
-from ziplm.pipelines.common import environment, model_spec, to_dict
+from ziplm.pipelines.common import environment, member_folder, model_spec, to_dict
 from ziplm.pipelines.outputs import run_dir
 
 console = Console()
 RECORD = "compression.json"
 INT8_WEIGHTS = "model_int8.pt"
-
-
-def member_folder(cfg: DictConfig) -> Path:
-    """The ``checkpoint`` folder, checked to be a saved member (clear errors otherwise)."""
-    if not cfg.get("checkpoint"):
-        raise ValueError(
-            "ziplm compress needs checkpoint=<folder of a saved member, e.g. outputs/run/default/<time>/family/2x>"
-        )
-    folder = Path(str(cfg.checkpoint))
-    if not folder.is_dir():
-        raise FileNotFoundError(f"checkpoint {folder} does not exist; pass a family member folder (…/family/2x)")
-    if not (folder / MANIFEST).is_file():
-        raise ValueError(f"{folder} is not a ziplm model folder (no {MANIFEST}); pass a family member folder")
-    return folder
 
 
 def compression_settings(cfg: DictConfig) -> tuple[str, CompressionSettings, int]:
@@ -99,7 +85,7 @@ def _save(compressed: Any, settings: CompressionSettings, out: Path, tokenizer: 
 
 def run_compress(cfg: DictConfig) -> None:
     """Compress a member, evaluate and time it against the member, save it with ``compression.json``."""
-    folder = member_folder(cfg)
+    folder = member_folder(cfg.get("checkpoint"), "compress")
     name, settings, samples = compression_settings(cfg)
     env = environment(cfg)
     _check_environment(env, settings)

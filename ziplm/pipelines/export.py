@@ -19,7 +19,7 @@ from torch import nn
 
 from ziplm.deploy.onnx_export import export_onnx, max_positions, verify_onnx
 from ziplm.models import adapter_for, current_structure, load_pruned, save_pruned
-from ziplm.models.io import MANIFEST
+from ziplm.pipelines.common import member_folder
 
 FORMATS = ("onnx", "hf")
 ONNX_FILE = "model.onnx"
@@ -37,18 +37,6 @@ def export_formats(value: Any) -> list[str]:
     if unknown:
         raise ValueError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}, e.g. export.formats=[onnx]")
     return list(dict.fromkeys(formats))
-
-
-def member_folder(checkpoint: Any) -> Path:
-    """The checkpoint as a ziplm model folder, or a clear error saying what to pass instead."""
-    if not checkpoint:
-        raise ValueError("ziplm export needs checkpoint=<member folder, e.g. outputs/run/.../family/2x>")
-    folder = Path(str(checkpoint))
-    if not folder.is_dir():
-        raise FileNotFoundError(f"checkpoint {folder} does not exist; pass a family member folder (family/<S>x)")
-    if not (folder / MANIFEST).is_file():
-        raise ValueError(f"{folder} is not a ziplm model folder (no {MANIFEST}); pass a family member folder")
-    return folder
 
 
 def _versions() -> dict[str, str | None]:
@@ -97,7 +85,7 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
     """Export `cfg.checkpoint` to every format in `cfg.export.formats`; returns the ``export.json`` record."""
     settings = cfg.export
     formats = export_formats(settings.formats)
-    folder = member_folder(cfg.get("checkpoint"))
+    folder = member_folder(cfg.get("checkpoint"), "export")
     output = Path(str(settings.output)) if settings.get("output") else folder / "export"
     if output.exists() and not output.is_dir():
         raise FileExistsError(f"export.output {output} is a file; pass a folder")

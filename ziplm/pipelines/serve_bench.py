@@ -23,6 +23,7 @@ from ziplm.latency.measure import device_name
 from ziplm.models import count_parameters, load_pruned
 from ziplm.models.build import resolve_source
 from ziplm.models.io import MANIFEST
+from ziplm.pipelines.common import member_folder
 from ziplm.pipelines.outputs import run_dir
 
 RANDOM_WEIGHTS_NOTE = (
@@ -49,18 +50,6 @@ def serve_settings(cfg: DictConfig) -> ServeSettings:
         threads=int(threads) if threads is not None else None,
         seed=int(cfg.seed),
     )
-
-
-def member_folder(checkpoint: Any) -> Path:
-    """The checkpoint as a ziplm model folder, or a clear error saying what to pass instead."""
-    if not checkpoint:
-        raise ValueError("ziplm serve-bench needs checkpoint=<member folder, e.g. outputs/run/.../family/2x>")
-    folder = Path(str(checkpoint))
-    if not folder.is_dir():
-        raise FileNotFoundError(f"checkpoint {folder} does not exist; pass a family member folder (family/<S>x)")
-    if not (folder / MANIFEST).is_file():
-        raise ValueError(f"{folder} is not a ziplm model folder (no {MANIFEST}); pass a family member folder")
-    return folder
 
 
 def load_baseline(source: str | None, member: nn.Module, device: str) -> tuple[nn.Module, str]:
@@ -144,7 +133,7 @@ def markdown(record: dict[str, Any]) -> str:
 def run_serve_bench(cfg: DictConfig) -> dict[str, Any]:
     """Serve the member and its dense baseline under the same load; print and save the figures."""
     settings = serve_settings(cfg)
-    folder = member_folder(cfg.get("checkpoint"))
+    folder = member_folder(cfg.get("checkpoint"), "serve-bench")
     device = str(cfg.hardware.device)
     member = load_pruned(folder, device=device)
     baseline, note = load_baseline(cfg.serve.get("baseline"), member, device)

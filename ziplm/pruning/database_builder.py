@@ -130,6 +130,15 @@ def _columns(groups: torch.Tensor, width: int) -> torch.Tensor:
     return (groups.long()[:, None] * width + torch.arange(width)).reshape(-1)
 
 
+def open_database(
+    model: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]], folder: str | Path, settings: DatabaseSettings
+) -> tuple[LevelDatabase, list[int]]:
+    """The database in `folder` for this model × data × settings, and the layers still to build (resume)."""
+    database = LevelDatabase.open(folder, fingerprint(model, batches, settings))
+    done = database.completed_layers()
+    return database, [i for i in range(adapter_for(model).dims(model).num_layers) if i not in done]
+
+
 def build_database(
     model: nn.Module,
     batches: Sequence[Mapping[str, torch.Tensor]],
@@ -143,7 +152,7 @@ def build_database(
     """
     settings = settings or DatabaseSettings()
     if settings.method in FISHER_METHODS:
-        # Imported here: the Fisher builder reuses this module's fingerprint and settings.
+        # Imported here: the Fisher builder reuses this module's settings and open_database.
         from ziplm.pruning.fisher import build_fisher_database
 
         return build_fisher_database(model, batches, folder, settings, show_progress)
@@ -154,11 +163,10 @@ def build_database(
         raise ValueError("the calibration set is empty: give at least one batch of calibration samples")
     adapter = adapter_for(model)
     dims = adapter.dims(model)
-    fp = fingerprint(model, batches, settings)
-    database = LevelDatabase.open(folder, fp)
-    todo = [i for i in range(dims.num_layers) if i not in database.completed_layers()]
+    database, todo = open_database(model, batches, folder, settings)
     if not todo:
         return database
+    fp = database.fingerprint
     started = time.perf_counter()
     stats = capture(model, batches, todo, show_progress=show_progress).stats
     database.build_seconds["calibration"] = time.perf_counter() - started

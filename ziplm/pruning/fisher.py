@@ -32,7 +32,7 @@ from ziplm.models.adapter import SUBLAYERS, Sublayer, current_structure, unwrap_
 from ziplm.models.registry import adapter_for
 from ziplm.pruning.baselines import FISHER_METHODS
 from ziplm.pruning.calibration import ProjectionStats, capture
-from ziplm.pruning.database_builder import DatabaseSettings, fingerprint
+from ziplm.pruning.database_builder import DatabaseSettings, open_database
 
 LABEL_KEYS = ("labels", "start_positions", "end_positions")
 Key = tuple[int, Sublayer]
@@ -246,11 +246,10 @@ def build_fisher_database(
         raise ValueError("the calibration set is empty: give at least one labelled batch")
     adapter = adapter_for(model)
     dims = adapter.dims(model)
-    fp = fingerprint(model, batches, settings)
-    database = LevelDatabase.open(folder, fp)
-    todo = [i for i in range(dims.num_layers) if i not in database.completed_layers()]
+    database, todo = open_database(model, batches, folder, settings)
     if not todo:
         return database
+    fp = database.fingerprint
     started = time.perf_counter()
     importance = fisher_importance(model, batches, todo, settings.ffn_group_size, show_progress=show_progress)
     database.build_seconds["fisher"] = time.perf_counter() - started
