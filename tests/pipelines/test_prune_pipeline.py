@@ -10,9 +10,10 @@ import torch
 
 from ziplm.config.paths import compose
 from ziplm.core.latency import LatencyModel, LatencyTable
+from ziplm.core.structure import Structure
 from ziplm.models import load_pruned
 from ziplm.pipelines import context as context_module
-from ziplm.pipelines import prune
+from ziplm.pipelines import family, prune
 
 SMOKE = ["experiment=smoke", "logger=none", "schedule.speedup_rounds=2", "hardware.repetitions=4"]
 
@@ -32,9 +33,31 @@ def _linear_table(model: object, env: object, heads: list[int], ffn: list[int], 
     return table, path, False
 
 
-def _run(tmp_path: Path, out: Path, overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def _table_machine(bias: float = 1.0) -> object:
+    """`interleaved_speedups` of a machine whose every structure runs `bias` × as fast as the linear table
+    predicts: deterministic, so the measured-speedup loop can be tested exactly."""
+
+    def speedups(dense: object, models: list[torch.nn.Module], *_: object) -> list[float]:
+        results = []
+        for model in models:
+            structure = Structure.from_dict(model.config.ziplm_structure)
+            heads, ffn = structure.dims.num_heads, structure.dims.intermediate_size
+            overhead = 1.0 - 0.4 * structure.dims.num_layers
+            seconds = overhead + sum(
+                0.1 * len(la.heads) / heads + 0.3 * len(la.neurons) / ffn for la in structure.layers
+            )
+            results.append(bias / seconds)
+        return results
+
+    return speedups
+
+
+def _run(
+    tmp_path: Path, out: Path, overrides: list[str], monkeypatch: pytest.MonkeyPatch, machine_bias: float = 1.0
+) -> None:
     monkeypatch.setattr(context_module, "run_dir", lambda cfg: out.mkdir(parents=True, exist_ok=True) or out)
     monkeypatch.setattr(prune, "load_or_measure", _linear_table)
+    monkeypatch.setattr(family, "interleaved_speedups", _table_machine(machine_bias))
     cfg = compose([*SMOKE, f"output_root={tmp_path}", f"cache_dir={tmp_path / 'cache'}", *overrides])
     prune.run_prune(cfg)
 
@@ -91,6 +114,37 @@ def test_gradual_family_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     _check_family(out, [1.5, 2.0])
 
 
+def test_members_missing_their_measured_target_are_searched_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine 20% slower than the table: each first pick measures 0.8x its target, the second search
+    aims at target / 0.8 and lands on it; the record and the report say so."""
+    out = tmp_path / "run"
+    _run(tmp_path, out, [], monkeypatch, machine_bias=0.8)
+    table = LatencyTable.load(out / "latency_table.json")
+    for target in (1.5, 2.0):
+        record = json.loads((out / "family" / f"{target:g}x" / "metrics.json").read_text())
+        first, second = record["attempts"]
+        assert first["search_target"] == target and first["measured"] == pytest.approx(0.8 * first["predicted"])
+        assert second["search_target"] == pytest.approx(target * first["predicted"] / first["measured"])
+        assert record["search_target"] == second["search_target"]
+        # The member is the second pick: its structure predicts >= the corrected target and measures ~target.
+        choice = list(zip(record["heads_kept"], record["neurons_kept"], strict=True))
+        assert LatencyModel(table, 2).speedup(choice) == pytest.approx(record["predicted_speedup"])
+        assert record["predicted_speedup"] >= second["search_target"] * (1 - 1e-9)
+        assert abs(record["deviation"]) < abs(first["measured"] / target - 1)
+    assert "searched at 1.50×" in (out / "results.md").read_text()
+
+
+def test_without_corrections_the_table_pick_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    _run(tmp_path, out, ["schedule.speedup_corrections=0"], monkeypatch, machine_bias=0.8)
+    record = json.loads((out / "family" / "2x" / "metrics.json").read_text())
+    assert len(record["attempts"]) == 1 and record["deviation"] == pytest.approx(
+        0.8 * record["predicted_speedup"] / 2 - 1
+    )
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -99,6 +153,8 @@ def test_gradual_family_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         (["schedule.targets=[0.5]"], "> 1"),
         (["task.eval_split=nope"], "nope"),
         (["schedule.targets=[500.0]"], "maximum reachable speedup"),
+        (["schedule.speedup_tolerance=5"], "speedup_tolerance must be a fraction"),
+        (["schedule.speedup_corrections=-1"], "speedup_corrections must be >= 0"),
     ],
 )
 def test_bad_input_fails_before_expensive_work(

@@ -32,6 +32,7 @@ FAST = [
     "hardware.repetitions=4",
     "schedule.teacher_epochs=0",
     "schedule.speedup_rounds=2",
+    "schedule.speedup_corrections=0",
     "schedule.spdy_random_starts=1",
     "schedule.spdy_local_steps=1",
     "task.max_eval_samples=16",

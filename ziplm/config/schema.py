@@ -95,6 +95,10 @@ class ScheduleConfig:
     teacher_epochs: float = 1.0  # fine-tuning of the dense teacher (cached; skipped when cached)
     teacher_learning_rate: float = 1e-4
     speedup_rounds: int = 15  # interleaved dense/pruned timings per member for the measured speedup
+    # Closed loop on the measured speedup: a member measured more than `speedup_tolerance` off its target
+    # is searched again at a corrected target, up to `speedup_corrections` times (0 = trust the table).
+    speedup_tolerance: float = 0.03
+    speedup_corrections: int = 2
     distill_task: float = 0.0
     distill_logit: float = 1.0
     distill_token: float = 1.0

@@ -79,10 +79,25 @@ def check_targets(targets: list[float], schedule: str) -> None:
         raise ValueError(f"speedup targets contain duplicates: {targets}")
 
 
+def check_speedup_loop(schedule: dict[str, Any]) -> None:
+    """The measured-speedup loop's settings: a tolerance in [0, 1) and a non-negative retry count."""
+    tolerance, corrections = float(schedule["speedup_tolerance"]), int(schedule["speedup_corrections"])
+    if not 0 <= tolerance < 1:
+        raise ValueError(
+            f"schedule.speedup_tolerance must be a fraction in [0, 1) (0.03 = measured within 3% of the target), "
+            f"got {tolerance}"
+        )
+    if corrections < 0:
+        raise ValueError(f"schedule.speedup_corrections must be >= 0 (0 = trust the latency table), got {corrections}")
+    if int(schedule["speedup_rounds"]) < 1:
+        raise ValueError(f"schedule.speedup_rounds must be >= 1, got {schedule['speedup_rounds']}")
+
+
 def build_context(cfg: DictConfig) -> RunContext:
     """Validate the config and load the data; fails fast with a clear message on bad input."""
     schedule = to_dict(cfg.schedule)
     check_targets([float(t) for t in schedule["targets"]], str(schedule["name"]))
+    check_speedup_loop(schedule)
     if schedule["name"] not in ("oneshot", "gradual"):
         raise ValueError(f"unknown schedule {schedule['name']!r}; choose oneshot or gradual")
     task_fields = to_dict(cfg.task)

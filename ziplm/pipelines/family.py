@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
 from ziplm.core.database import LevelDatabase
 from ziplm.core.latency import LatencyModel, LatencyTable
@@ -29,9 +30,10 @@ from ziplm.pipelines.context import RunContext
 from ziplm.pruning.baselines import LAYERDROP
 from ziplm.pruning.layerdrop import choose_layer_count, distillation_pairs, drop_to_identity, spread_layers
 from ziplm.pruning.stitch import stitch
-from ziplm.pruning.targets import Choice, SearchSpace, search_target
+from ziplm.pruning.targets import Choice, SearchSpace, meet_measured_target, search_target
 
 METRICS_FILE = "metrics.json"
+console = Console()
 
 
 def member_dir(ctx: RunContext, target: float) -> Path:
@@ -73,6 +75,43 @@ def choose(
         seed=int(ctx.cfg.seed),
     )
     return choice, (result.to_dict() if result is not None else None)
+
+
+def choose_measured(
+    ctx: RunContext,
+    model: torch.nn.Module,
+    dense: torch.nn.Module,
+    database: LevelDatabase,
+    latency: LatencyModel,
+    target: float,
+    loss_batches: Sequence[Mapping[str, torch.Tensor]],
+) -> tuple[Choice, dict[str, Any]]:
+    """`choose`, closed on the measured speedup: each candidate is stitched and timed against `dense`;
+    one that misses the target by more than ``schedule.speedup_tolerance`` is searched again at a
+    corrected target (``schedule.speedup_corrections`` times at most). Returns the closest candidate and
+    the record fields that say how it was found (the member's own speedup is measured again, afresh)."""
+    rounds = int(ctx.schedule["speedup_rounds"])
+
+    def search_at(search_target: float) -> tuple[tuple[Choice, dict[str, Any] | None], float]:
+        choice, search = choose(ctx, model, database, latency, search_target, loss_batches)
+        return (choice, search), latency.speedup(choice)
+
+    def measure(candidate: tuple[Choice, dict[str, Any] | None]) -> float:
+        return interleaved_speedups(dense, [stitch(model, database, candidate[0])], ctx.env, rounds)[0]
+
+    (choice, search), picked, attempts = meet_measured_target(
+        target,
+        search_at,
+        measure,
+        tolerance=float(ctx.schedule["speedup_tolerance"]),
+        max_corrections=int(ctx.schedule["speedup_corrections"]),
+        max_speedup=latency.max_speedup,
+    )
+    if len(attempts) > 1:
+        tried = ", ".join(f"{a.search_target:.2f}× → measured {a.measured:.2f}×" for a in attempts)
+        console.print(f"member {target:g}x: search target corrected from measurement: {tried}")
+    found = {"search": search, "search_target": picked.search_target, "attempts": [a.to_dict() for a in attempts]}
+    return choice, found
 
 
 def distill(

@@ -28,7 +28,7 @@ from ziplm.latency.cache import load_or_measure
 from ziplm.models import adapter_for, build_model, count_parameters
 from ziplm.pipelines.context import RunContext, build_context
 from ziplm.pipelines.family import (
-    choose,
+    choose_measured,
     completed_member,
     distill,
     finish_member,
@@ -41,7 +41,7 @@ from ziplm.pipelines.teacher import check_teacher_head, head_kwargs, load_or_tra
 from ziplm.pruning.baselines import FISHER_METHODS, LAYERDROP, METHODS
 from ziplm.pruning.database_builder import build_database
 from ziplm.pruning.stitch import stitch
-from ziplm.report.results import write_report
+from ziplm.report.results import correction_notes, write_report
 from ziplm.report.tracking import Tracker
 
 console = Console()
@@ -113,9 +113,9 @@ def _oneshot(ctx: RunContext, teacher: Any, latency: LatencyModel, batches: dict
         record = completed_member(ctx, target)
         if record is None:
             with phases(f"member {target:g}x"):
-                choice, search = choose(ctx, teacher, db, latency, target, batches["loss"])
+                choice, found = choose_measured(ctx, teacher, teacher, db, latency, target, batches["loss"])
                 pruned = stitch(teacher, db, choice)
-                extra = {"method": ctx.database_settings.method, "search": search}
+                extra = {"method": ctx.database_settings.method, **found}
                 record = finish_member(ctx, pruned, teacher, target, latency.speedup(choice), extra)
         else:
             console.print(f"member {target:g}x already complete: skipped")
@@ -140,10 +140,10 @@ def _gradual(ctx: RunContext, teacher: Any, latency: LatencyModel, batches: dict
                     ctx.out / "stages" / f"{target:g}x" / "database",
                     ctx.database_settings,
                 )
-                choice, search = choose(ctx, current, db, latency, target, batches["loss"])
+                choice, found = choose_measured(ctx, current, teacher, db, latency, target, batches["loss"])
                 current = stitch(current, db, choice)
                 distill(ctx, current, teacher, logger, f"{target:g}x")
-                extra = {"method": ctx.database_settings.method, "search": search}
+                extra = {"method": ctx.database_settings.method, **found}
                 record = finish_member(ctx, current, teacher, target, latency.speedup(choice), extra)
         members.append(record)
         on_member(record)
@@ -228,6 +228,10 @@ def _report(ctx: RunContext, dense: dict[str, Any], members: list[dict[str, Any]
     notes = [
         f"environment: {ctx.env.device} {ctx.env.dtype}, batch {ctx.env.batch_size} × seq {ctx.env.seq_length}",
         "measured speedup: end-to-end, dense and member timed interleaved; deviation = measured/target − 1",
+        "predicted: the latency table's speedup for the kept structure; when a pick's measured speedup missed "
+        f"its target by more than {100 * float(ctx.schedule['speedup_tolerance']):g}%, the search ran again at a "
+        "corrected target (schedule.speedup_corrections)",
+        *correction_notes(members),
         *phase_notes,
         f"total: {time.perf_counter() - started:.1f} s",
     ]

@@ -38,6 +38,24 @@ def results_table(dense: Mapping[str, Any], members: Sequence[Mapping[str, Any]]
     return "\n".join(lines) + "\n"
 
 
+def correction_notes(members: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per member whose search target was corrected from measurement: what each try measured."""
+    notes = []
+    for m in members:
+        attempts = m.get("attempts") or []
+        if len(attempts) < 2:
+            continue
+        tried = "; ".join(
+            f"searched at {a['search_target']:.2f}× (table {a['predicted']:.2f}×) → measured {a['measured']:.2f}×"
+            for a in attempts
+        )
+        notes.append(
+            f"member {m['member']}: {tried}; kept the one searched at {m['search_target']:.2f}× "
+            f"(closest to {m['target_speedup']:.2f}×; its measured column is a fresh measurement)"
+        )
+    return notes
+
+
 def plot_metric_vs_speedup(
     dense: Mapping[str, Any], members: Sequence[Mapping[str, Any]], metric: str, title: str, path: Path
 ) -> Path:
