@@ -1,11 +1,13 @@
-"""In-situ sublayer times from whole-model anchors, interpolated with the isolated curve's shape."""
+"""In-situ sublayer times from whole-model anchors: straight lines or a least-squares curve through them."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 
 from tests.conftest import TINY_BERT
-from ziplm.latency.calibrate import anchor_levels, in_situ_times, interpolate_with_shape
+from ziplm.latency.calibrate import anchor_levels, in_situ_times, interpolate_with_shape, smooth_anchors
 from ziplm.models import adapter_for, build_model
 
 
@@ -23,6 +25,40 @@ def test_interpolation_is_exact_at_anchors_and_follows_the_shape() -> None:
     assert [got[k] for k in (0, 2, 4)] == [0.0, 2.0, 4.0]
     assert got[1] == pytest.approx(0.5)  # 1/4 of the way along the isolated curve from 0 to 2
     assert got[3] == pytest.approx(3.0)
+
+
+def _quadratic(k: int) -> float:
+    """A per-layer cost curve like MiniLM's FFN at batch 32: fixed cost + linear + mild convexity."""
+    return 0.0 if k == 0 else 0.004 + 0.05 * k / 1536 + 0.02 * (k / 1536) ** 2
+
+
+FFN_GRID = [1536, 1382, 1120, 907, 735, 536, 390, 256, 151, 89, 53, 31, 17, 0]
+
+
+def test_smoothing_is_exact_on_a_smooth_curve_and_pinned_at_dense() -> None:
+    anchors = {k: _quadratic(k) for k in anchor_levels(FFN_GRID, 7)}
+    got = smooth_anchors(FFN_GRID, anchors)
+    assert got[0] == 0.0 and got[1536] == pytest.approx(_quadratic(1536), rel=1e-9)
+    assert all(got[k] == pytest.approx(_quadratic(k), rel=1e-9) for k in FFN_GRID)
+
+
+def test_smoothing_averages_anchor_noise_that_interpolation_passes_through() -> None:
+    """Anchors with independent noise (the dense one exact, as in the table): over many draws the fitted
+    levels are much closer to the truth than straight lines through the anchors."""
+    rng = random.Random(0)
+    levels = anchor_levels(FFN_GRID, 7)
+    smooth_err = line_err = 0.0
+    for _ in range(200):
+        noisy = {k: _quadratic(k) + (rng.gauss(0, 0.002) if 0 < k < 1536 else 0.0) for k in levels}
+        smooth, lines = smooth_anchors(FFN_GRID, noisy), interpolate_with_shape({k: float(k) for k in FFN_GRID}, noisy)
+        smooth_err += sum(abs(smooth[k] - _quadratic(k)) for k in FFN_GRID)
+        line_err += sum(abs(lines[k] - _quadratic(k)) for k in FFN_GRID)
+    assert smooth_err < 0.7 * line_err
+
+
+def test_too_few_anchors_are_joined_by_straight_lines() -> None:
+    anchors = {0: 0.0, 1: 1.0, 2: 1.5, 4: 4.0}  # three kept anchors: a quadratic would only interpolate
+    assert smooth_anchors([0, 1, 2, 3, 4], anchors) == {0: 0.0, 1: 1.0, 2: 1.5, 3: 2.75, 4: 4.0}
 
 
 def test_in_situ_times_recover_per_layer_costs_of_an_additive_machine() -> None:

@@ -8,8 +8,9 @@ models in which *every* layer has the same attention level (FFN dense) or the sa
 
     t_attn(k) = (T(all attention at k) − T(all attention removed)) / L,
 
-exactly what that level costs inside the model. These anchors are taken at a few levels and the
-isolated curve interpolates between them. All whole models are timed interleaved in the same rounds.
+exactly what that level costs inside the model. These anchors are taken at a few levels and a smooth
+least-squares curve through them gives every level (`smooth_anchors`). All whole models are timed
+interleaved in the same rounds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import copy
 import random
 from collections.abc import Callable, Mapping, Sequence
 
+import torch
 from torch import nn
 
 from ziplm.core.structure import Structure
@@ -93,6 +95,36 @@ def interpolate_with_shape(isolated: Mapping[int, float], anchors: Mapping[int, 
         frac = (isolated[level] - isolated[lower]) / span if span > 0 else (level - lower) / (upper - lower)
         result[level] = anchors[lower] + min(max(frac, 0.0), 1.0) * (anchors[upper] - anchors[lower])
     return result
+
+
+def smooth_anchors(levels: Sequence[int], anchors: Mapping[int, float], degree: int = 2) -> dict[int, float]:
+    """Every level's per-layer time from a least-squares polynomial in the kept count through the anchors
+    of kept levels (exact at the dense level; a removed sublayer keeps its anchor, 0).
+
+    Why not straight lines between anchors: on a shared CPU each whole-model anchor is off by up to ~3% of
+    T_base (the same level differed by 0.06·T_base between tables measured hours apart), and the search
+    then favours exactly the levels that noise made look cheap, in every layer at once, so the member is
+    slower than predicted by the sum. In-situ time is smooth in the kept count (affine for attention, mildly
+    convex for the FFN on this CPU: least-squares residuals of a quadratic were ≤ 0.01·T_base where lines
+    between anchors carried the noise unchanged), so a fit over all anchors averages the noise out. The
+    dense level is pinned: it is the reference every ratio is taken against.
+
+    With fewer than ``degree + 2`` kept anchors nothing would be averaged: straight lines between them.
+    """
+    kept = sorted(k for k in anchors if k > 0)
+    if len(kept) < degree + 2:
+        return interpolate_with_shape({k: float(k) for k in levels}, anchors)
+    dense = kept[-1]
+    x = torch.tensor(kept, dtype=torch.float64) / dense
+    y = torch.tensor([anchors[k] for k in kept], dtype=torch.float64)
+    weight = torch.where(x == 1.0, 1e3, 1.0)  # ~exact at the dense level
+    powers = torch.stack([x**p for p in range(degree + 1)], dim=1)
+    coef = torch.linalg.lstsq(powers * weight[:, None], (y * weight)[:, None]).solution[:, 0]
+
+    def poly(k: int) -> float:
+        return float(sum(c * (k / dense) ** p for p, c in enumerate(coef.tolist())))
+
+    return {k: float(anchors.get(0, 0.0)) if k == 0 else poly(k) for k in levels}
 
 
 def in_situ_times(

@@ -19,7 +19,7 @@ from rich.progress import Progress
 from torch import nn
 
 from ziplm.core.latency import LatencyModel, LatencyTable
-from ziplm.latency.calibrate import check_choices, in_situ_times, interpolate_with_shape
+from ziplm.latency.calibrate import check_choices, in_situ_times, smooth_anchors
 from ziplm.models.registry import adapter_for
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -96,7 +96,7 @@ def environment_fingerprint(
         "dims": adapter_for(model).dims(model).to_dict(),
         "head_levels": list(head_levels),
         "ffn_levels": list(ffn_levels),
-        "latency_model": "additive, whole-model anchors + smallest kept level, per-round ratios (v7)",
+        "latency_model": "additive, whole-model anchors + smallest kept level, per-round ratios, quadratic fit (v8)",
     }
 
 
@@ -147,9 +147,10 @@ def measure_latency_table(
 ) -> LatencyTable:
     """Per-level sublayer times as they cost *inside* the model (see `ziplm.latency.calibrate`).
 
-    Whole uniformly pruned models are timed interleaved at anchor levels; levels between anchors are
-    interpolated linearly (in-situ time is close to linear in kept width; isolated block timings were
-    tried and rejected: their shape is wrong where the full model is memory bound).
+    Whole uniformly pruned models are timed interleaved at anchor levels; every level's time comes from a
+    least-squares quadratic in the kept count through the anchors (`smooth_anchors`: it averages out the
+    anchors' timing noise; isolated block timings were tried and rejected: their shape is wrong where the
+    full model is memory bound).
     """
     env.validate()
     fingerprint = environment_fingerprint(env, model, head_levels, ffn_levels)
@@ -166,8 +167,8 @@ def measure_latency_table(
             anchors_per_kind=ANCHORS_PER_KIND,
             checks=checks,
         )
-    attention = _removal_free(monotone_times(interpolate_with_shape({k: float(k) for k in head_levels}, attn_anchor)))
-    ffn = _removal_free(monotone_times(interpolate_with_shape({m: float(m) for m in ffn_levels}, ffn_anchor)))
+    attention = _removal_free(monotone_times(smooth_anchors(head_levels, attn_anchor)))
+    ffn = _removal_free(monotone_times(smooth_anchors(ffn_levels, ffn_anchor)))
     self_check = _self_check(
         LatencyTable(environment=fingerprint, base_time=base, attention=attention, ffn=ffn), checks, check_seconds
     )
