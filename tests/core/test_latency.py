@@ -135,6 +135,14 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert LatencyTable.load(path) == table
 
 
+def test_int_keyed_metadata_round_trips(tmp_path: Path) -> None:
+    """JSON turns int keys into strings, whose sorted order differs (16 < 8 as text): the checksum must be
+    taken of what loads back, or every such table would read as corrupt."""
+    table = _table(metadata={"anchors": {"ffn": {8: 0.1, 16: 0.2, 0: 0.0}}})
+    table.save(tmp_path / "t.json")
+    assert LatencyTable.load(tmp_path / "t.json").metadata == {"anchors": {"ffn": {"0": 0.0, "8": 0.1, "16": 0.2}}}
+
+
 def test_save_refuses_unserialisable_environment(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="JSON"):
         _table(environment={"device": object()}).save(tmp_path / "t.json")

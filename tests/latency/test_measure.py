@@ -123,3 +123,33 @@ def test_self_check_of_an_additive_machine_predicts_exactly(monkeypatch: pytest.
     for check in checks:
         assert len({tuple(layer) for layer in check["choice"]}) > 1 or len(check["choice"]) == 1
         assert check["predicted_speedup"] == pytest.approx(check["measured_speedup"], rel=1e-9)
+
+
+def test_refit_draws_the_same_anchors_another_way(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A machine with a convex FFN cost: the quadratic table is exact everywhere, straight lines between
+    anchors only at the anchors; both come from one measurement, and a saved table refits the same."""
+    from ziplm.latency import measure
+
+    def convex(models: list, env: Environment, rounds: int, target_spread: float = 0.02) -> list[float]:
+        return [
+            0.3
+            + sum(0.1 * len(la["heads"]) + 1e-4 * len(la["neurons"]) ** 2 for la in m.config.ziplm_structure["layers"])
+            for m in models
+        ]
+
+    monkeypatch.setattr(measure, "interleaved_medians", convex)
+    grid = [64, 56, 48, 40, 32, 24, 16, 8, 0]
+    table = measure_latency_table(build_model(TINY_BERT, "base"), QUICK, [4, 3, 2, 1, 0], grid, False)
+    anchors = {int(k) for k in table.metadata["anchors"]["ffn"]}
+    assert all(table.ffn[m] == pytest.approx(1e-4 * m**2, abs=1e-12) for m in grid)
+    table.save(tmp_path / "t.json")
+    lines = measure.refit_table(LatencyTable.load(tmp_path / "t.json"), "lines")
+    between = [m for m in grid if m not in anchors]
+    assert between and all(lines.ffn[m] > 1e-4 * m**2 + 1e-9 for m in between)  # chords lie above a convex curve
+    assert all(lines.ffn[m] == pytest.approx(table.ffn[m], abs=1e-12) for m in anchors)
+    assert measure.refit_table(table, "quadratic").ffn == pytest.approx(table.ffn)
+    with pytest.raises(ValueError, match="unknown latency fit 'cubic'"):
+        measure.refit_table(table, "cubic")
+    old = LatencyTable(environment=table.environment, base_time=1.0, attention={1: 0.1, 0: 0.0}, ffn={1: 0.1, 0: 0.0})
+    with pytest.raises(ValueError, match="re-measure"):
+        measure.refit_table(old, "lines")

@@ -121,11 +121,12 @@ class LatencyTable:
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "environment": self.environment,
+            # as they will read back: int keys become strings, so the checksum's key order is the loaded one
+            "environment": _json_normalised(self.environment),
             "base_time": self.base_time,
             "attention": {str(k): v for k, v in sorted(self.attention.items())},
             "ffn": {str(k): v for k, v in sorted(self.ffn.items())},
-            "metadata": self.metadata,
+            "metadata": _json_normalised(self.metadata),
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -135,8 +136,8 @@ class LatencyTable:
             TypeError: environment or metadata hold values JSON cannot represent.
         """
         target = Path(path)
-        payload = self._payload()
         try:
+            payload = self._payload()
             document = {**payload, "checksum": _checksum(payload)}
             text = json.dumps(document, indent=2, allow_nan=False) + "\n"
         except (TypeError, ValueError) as err:

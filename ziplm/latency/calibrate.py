@@ -97,6 +97,11 @@ def interpolate_with_shape(isolated: Mapping[int, float], anchors: Mapping[int, 
     return result
 
 
+def through_anchors(levels: Sequence[int], anchors: Mapping[int, float]) -> dict[int, float]:
+    """Every level's time on straight lines between the anchors (exact at each: noise included)."""
+    return interpolate_with_shape({k: float(k) for k in levels}, anchors)
+
+
 def smooth_anchors(levels: Sequence[int], anchors: Mapping[int, float], degree: int = 2) -> dict[int, float]:
     """Every level's per-layer time from a least-squares polynomial in the kept count through the anchors
     of kept levels (exact at the dense level; a removed sublayer keeps its anchor, 0).
@@ -113,7 +118,7 @@ def smooth_anchors(levels: Sequence[int], anchors: Mapping[int, float], degree: 
     """
     kept = sorted(k for k in anchors if k > 0)
     if len(kept) < degree + 2:
-        return interpolate_with_shape({k: float(k) for k in levels}, anchors)
+        return through_anchors(levels, anchors)
     dense = kept[-1]
     x = torch.tensor(kept, dtype=torch.float64) / dense
     y = torch.tensor([anchors[k] for k in kept], dtype=torch.float64)

@@ -10,7 +10,7 @@ import functools
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from rich.progress import Progress
 from torch import nn
 
 from ziplm.core.latency import LatencyModel, LatencyTable
-from ziplm.latency.calibrate import check_choices, in_situ_times, smooth_anchors
+from ziplm.latency.calibrate import check_choices, in_situ_times, smooth_anchors, through_anchors
 from ziplm.models.registry import adapter_for
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -27,6 +27,12 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 ENGINES = ("eager", "compile", "onnxruntime")
 ANCHORS_PER_KIND = 7  # whole-model timings per sublayer kind; more = slower table, smaller interpolation error
 CHECKS = 2  # uneven structures timed with the anchors: the table's own predicted-vs-measured check
+# How every level's time is drawn from the anchors: "quadratic" (the table's; averages anchor noise) or
+# "lines" (straight lines between anchors, v7 tables; kept to compare against: benchmarks/speedup_accuracy.py)
+FITS: dict[str, Callable[[Sequence[int], Mapping[int, float]], dict[int, float]]] = {
+    "quadratic": smooth_anchors,
+    "lines": through_anchors,
+}
 
 
 @dataclass(frozen=True)
@@ -167,8 +173,7 @@ def measure_latency_table(
             anchors_per_kind=ANCHORS_PER_KIND,
             checks=checks,
         )
-    attention = _removal_free(monotone_times(smooth_anchors(head_levels, attn_anchor)))
-    ffn = _removal_free(monotone_times(smooth_anchors(ffn_levels, ffn_anchor)))
+    attention, ffn = _curves(attn_anchor, ffn_anchor, head_levels, ffn_levels, "quadratic")
     self_check = _self_check(
         LatencyTable(environment=fingerprint, base_time=base, attention=attention, ffn=ffn), checks, check_seconds
     )
@@ -182,7 +187,43 @@ def measure_latency_table(
             "rounds": rounds,
             "anchors_per_kind": ANCHORS_PER_KIND,
             "self_check": self_check,  # uneven structures: additive prediction vs measurement
+            "anchors": {"attention": attn_anchor, "ffn": ffn_anchor},  # per-layer seconds: `refit_table`
         },
+    )
+
+
+def _curves(
+    attn_anchor: Mapping[int, float],
+    ffn_anchor: Mapping[int, float],
+    head_levels: Sequence[int],
+    ffn_levels: Sequence[int],
+    fit: str,
+) -> tuple[dict[int, float], dict[int, float]]:
+    if fit not in FITS:
+        raise ValueError(f"unknown latency fit {fit!r}; choose one of {sorted(FITS)}")
+    draw = FITS[fit]
+    attention = _removal_free(monotone_times(draw(head_levels, attn_anchor)))
+    return attention, _removal_free(monotone_times(draw(ffn_levels, ffn_anchor)))
+
+
+def refit_table(table: LatencyTable, fit: str) -> LatencyTable:
+    """The same measurements drawn with another fit (same anchors, T_base and fingerprint), to compare fits.
+
+    Raises:
+        ValueError: the table holds no anchors (measured before v8), or the fit is unknown.
+    """
+    anchors = table.metadata.get("anchors")
+    if not isinstance(anchors, dict):
+        raise ValueError("this latency table stores no anchors (measured before v8); re-measure it to refit")
+    attn = {int(k): float(v) for k, v in anchors["attention"].items()}
+    ffn = {int(k): float(v) for k, v in anchors["ffn"].items()}
+    attention, ffn_times = _curves(attn, ffn, list(table.attention), list(table.ffn), fit)
+    return LatencyTable(
+        environment=table.environment,
+        base_time=table.base_time,
+        attention=attention,
+        ffn=ffn_times,
+        metadata={**table.metadata, "fit": fit},
     )
 
 
