@@ -15,32 +15,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torchmetrics.functional as tmf
 from torchmetrics.functional.text import squad as squad_score
 
+from ziplm.eval.metric_info import METRICS, MetricInfo
+
+__all__ = ["METRICS", "MetricInfo", "compute_metric", "perplexity", "summed_nll"]
+
 IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """How a metric is reported: the key of its headline number and the direction that is better."""
-
-    headline: str
-    higher_is_better: bool = True
-
-
-METRICS: dict[str, MetricInfo] = {
-    "accuracy": MetricInfo("accuracy"),
-    "f1": MetricInfo("f1"),
-    "matthews": MetricInfo("matthews"),
-    "pearson_spearman": MetricInfo("pearson_spearman"),
-    "squad": MetricInfo("f1"),
-    "perplexity": MetricInfo("perplexity", higher_is_better=False),
-}
 
 
 def _class_ids(predictions: Any) -> torch.Tensor:

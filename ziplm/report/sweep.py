@@ -140,7 +140,7 @@ def _status(folder: Path, targets: tuple[float, ...]) -> tuple[Status, str | Non
 
 
 def _metric_info(task_metric: str) -> tuple[str, bool]:
-    from ziplm.eval.metrics import METRICS
+    from ziplm.eval.metric_info import METRICS
 
     info = METRICS.get(task_metric)
     return (info.headline, info.higher_is_better) if info else (task_metric, True)

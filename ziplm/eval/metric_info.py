@@ -1,0 +1,23 @@
+"""How each task metric is reported, without importing torch or torchmetrics (reports read it: fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How a metric is reported: the key of its headline number and the direction that is better."""
+
+    headline: str
+    higher_is_better: bool = True
+
+
+METRICS: dict[str, MetricInfo] = {
+    "accuracy": MetricInfo("accuracy"),
+    "f1": MetricInfo("f1"),
+    "matthews": MetricInfo("matthews"),
+    "pearson_spearman": MetricInfo("pearson_spearman"),
+    "squad": MetricInfo("f1"),
+    "perplexity": MetricInfo("perplexity", higher_is_better=False),
+}
