@@ -4,8 +4,8 @@ For each model × batch size: measure the latency table, let the DP pick per-lay
 target (with random per-layer sensitivities so shapes are uneven), shrink the model physically, then
 time dense and pruned models interleaved (dense, p1, p2, …, dense, p1, …) so drift cancels.
 
-With several ``--fits`` the one table's anchors are drawn each way (``quadratic``: the table's
-least-squares curve; ``lines``: straight lines between anchors, as v7 tables did), each fit's DP picks
+With several ``--fits`` the one table's anchors are drawn each way (``lines``: straight lines between
+anchors, the table's own; ``quadratic``: a least-squares curve through them), each fit's DP picks
 its own structures, and all of them are timed in the same interleaved rounds: an A/B of the fits that
 includes the search's habit of picking the levels a table prices lowest.
 
@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", type=float, default=[1.5, 2.0, 3.0, 4.0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--cache-dir", default="outputs/cache")
-    parser.add_argument("--fits", nargs="+", default=["quadratic"], choices=sorted(FITS))
+    parser.add_argument("--fits", nargs="+", default=["lines"], choices=sorted(FITS))
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, seq 128, fp32 eager CPU")
     header = f"{'model':<10}{'batch':>6}{'fit':>10}{'target':>8}{'predicted':>11}{'measured':>10}{'meas/tgt-1':>12}"

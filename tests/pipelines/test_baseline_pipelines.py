@@ -28,7 +28,8 @@ def test_fisher_oneshot_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_layerdrop_family_distilled_and_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
-    overrides = ["schedule.method=layerdrop", "schedule.targets=[1.5]", "schedule.epochs_per_stage=1"]
+    # Two members: the second is cut from the teacher the first one's distillation froze (it must still train).
+    overrides = ["schedule.method=layerdrop", "schedule.targets=[1.5,2.0]", "schedule.epochs_per_stage=1"]
     calls: list[object] = []
     real_distill = family.distill
 
@@ -38,9 +39,11 @@ def test_layerdrop_family_distilled_and_resumed(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(family, "distill", spy)
     _run(tmp_path, out, overrides, monkeypatch)
-    assert calls == [[(0, 0)]]  # distilled once, the kept layer matched to its own teacher layer
-    (record,) = _check_family(out, [1.5])
-    # Linear table: a layer costs 0.4 of T_base = 1, so one of two layers kept predicts 1/0.6.
+    # Linear table: a layer costs 0.4 of T_base = 1, so one of two layers kept predicts 1/0.6, closest to
+    # both 1.5x and 2x (none kept would be 5x): each member distilled once, its layer matched to its own.
+    assert calls == [[(0, 0)], [(0, 0)]]
+    record, second = _check_family(out, [1.5, 2.0], meets_targets=False)
+    assert second["layers_kept"] == [0]
     assert record["method"] == "layerdrop" and record["layers_kept"] == [0]
     assert record["predicted_speedup"] == pytest.approx(1 / 0.6)
     assert record["heads_kept"] == [4, 0] and record["neurons_kept"] == [64, 0]
@@ -50,7 +53,7 @@ def test_layerdrop_family_distilled_and_resumed(tmp_path: Path, monkeypatch: pyt
     assert record["parameters"] == dense["parameters"] - per_layer == sum(p.numel() for p in model.parameters())
     first = (out / "family" / "1.5x" / "metrics.json").stat().st_mtime_ns
     _run(tmp_path, out, overrides, monkeypatch)  # resume: nothing to redo
-    assert (out / "family" / "1.5x" / "metrics.json").stat().st_mtime_ns == first and len(calls) == 1
+    assert (out / "family" / "1.5x" / "metrics.json").stat().st_mtime_ns == first and len(calls) == 2
 
 
 def test_misspelt_method_fails_before_the_teacher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -62,7 +62,9 @@ def _run(
     prune.run_prune(cfg)
 
 
-def _check_family(out: Path, targets: list[float]) -> list[dict]:
+def _check_family(out: Path, targets: list[float], meets_targets: bool = True) -> list[dict]:
+    """Every member saved, loadable, with the predicted speedup of the structure it really has (at least
+    its target when `meets_targets`: searched members; a layer-drop member is the *closest* layer count)."""
     table = LatencyTable.load(out / "latency_table.json")
     records = []
     for target in targets:
@@ -70,7 +72,7 @@ def _check_family(out: Path, targets: list[float]) -> list[dict]:
         record = json.loads((folder / "metrics.json").read_text())
         model = load_pruned(folder)
         latency = LatencyModel(table, model.config.num_hidden_layers)
-        assert record["predicted_speedup"] >= target * (1 - 1e-9)
+        assert record["predicted_speedup"] >= target * (1 - 1e-9) or not meets_targets
         # The structure the model really has must give the recorded predicted speedup.
         choice = list(zip(record["heads_kept"], record["neurons_kept"], strict=True))
         assert latency.speedup(choice) == pytest.approx(record["predicted_speedup"])

@@ -8,9 +8,9 @@ models in which *every* layer has the same attention level (FFN dense) or the sa
 
     t_attn(k) = (T(all attention at k) − T(all attention removed)) / L,
 
-exactly what that level costs inside the model. These anchors are taken at a few levels and a smooth
-least-squares curve through them gives every level (`smooth_anchors`). All whole models are timed
-interleaved in the same rounds.
+exactly what that level costs inside the model. These anchors are taken at a few levels and straight
+lines between them give every level (`through_anchors`; `smooth_anchors` is the least-squares alternative
+that benchmarks/speedup_accuracy.py compares). All whole models are timed interleaved in the same rounds.
 """
 
 from __future__ import annotations
@@ -106,13 +106,12 @@ def smooth_anchors(levels: Sequence[int], anchors: Mapping[int, float], degree: 
     """Every level's per-layer time from a least-squares polynomial in the kept count through the anchors
     of kept levels (exact at the dense level; a removed sublayer keeps its anchor, 0).
 
-    Why not straight lines between anchors: on a shared CPU each whole-model anchor is off by up to ~3% of
-    T_base (the same level differed by 0.06·T_base between tables measured hours apart), and the search
-    then favours exactly the levels that noise made look cheap, in every layer at once, so the member is
-    slower than predicted by the sum. In-situ time is smooth in the kept count (affine for attention, mildly
-    convex for the FFN on this CPU: least-squares residuals of a quadratic were ≤ 0.01·T_base where lines
-    between anchors carried the noise unchanged), so a fit over all anchors averages the noise out. The
-    dense level is pinned: it is the reference every ratio is taken against.
+    The hypothesis it tests: each whole-model anchor carries up to ~3% of T_base of timing noise on a
+    shared CPU, the search favours the levels noise made look cheap, and in-situ time is smooth in the
+    kept count (a quadratic's residuals were ≤ 0.01·T_base on our tables), so a fit over all anchors
+    should average the noise out. Measured (A/B on one table, `benchmarks/speedup_accuracy.py --fits`):
+    it did not help — the removed-sublayer anchor's noise, which no fit over kept levels touches,
+    dominated — so tables use `through_anchors`.
 
     With fewer than ``degree + 2`` kept anchors nothing would be averaged: straight lines between them.
     """

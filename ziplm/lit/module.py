@@ -62,7 +62,9 @@ class ZipLMModule(L.LightningModule):
         super().__init__()
         if teacher is not None and weights is None:
             raise ValueError("distillation needs DistillWeights")
-        self.model = model
+        # The student trains, all of it: a student copied from a teacher that an earlier stage froze (every
+        # layer-drop member is cut from the one teacher) would otherwise inherit requires_grad=False.
+        self.model = model.requires_grad_(True)
         # Kept outside the module tree: not trained, not checkpointed, never switched to train mode.
         self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
         self.weights = weights
