@@ -1,4 +1,5 @@
-"""Predicted vs measured speedup of the additive latency model on this machine.
+"""Predicted vs measured speedup of the additive latency model on this machine (and, with --loop, of the search
+closed on measured speedups, as `ziplm run` does).
 
 For each model × batch size: measure the latency table, let the DP pick per-layer sizes for each
 target (with random per-layer sensitivities so shapes are uneven), shrink the model physically, then
@@ -9,8 +10,13 @@ anchors, the table's own; ``quadratic``: a least-squares curve through them), ea
 its own structures, and all of them are timed in the same interleaved rounds: an A/B of the fits that
 includes the search's habit of picking the levels a table prices lowest.
 
+With ``--loop`` every fit also gets ``<fit>+loop`` picks: the pick built and timed, the search
+target corrected while it misses by more than 3% (at most twice: the pipeline's defaults). All picks,
+open and closed loop, are then timed afresh in the same rounds.
+
     python benchmarks/speedup_accuracy.py                      # MiniLM + BERT-base, batch 1 and 32
     python benchmarks/speedup_accuracy.py --models minilm --batches 32 --fits quadratic lines
+    python benchmarks/speedup_accuracy.py --models bert-base --batches 32 --loop
     python benchmarks/speedup_accuracy.py --models minilm --batches 1 --rounds 5   # quick
 """
 
@@ -30,8 +36,9 @@ from ziplm.core.structure import Structure
 from ziplm.latency.cache import load_or_measure
 from ziplm.latency.measure import FITS, Environment, interleaved_speedups, refit_table
 from ziplm.models import ModelSpec, adapter_for, build_model
-from ziplm.pruning.targets import SearchSpace, search_target
+from ziplm.pruning.targets import Choice, SearchSpace, meet_measured_target, search_target
 
+LOOP_TOLERANCE, LOOP_CORRECTIONS = 0.03, 2  # the pipeline's defaults (schedule.speedup_tolerance/_corrections)
 MODELS = {
     "minilm": ModelSpec(name="minilm", family="bert", source="packaged:minilm"),
     "bert-base": ModelSpec(
@@ -62,7 +69,13 @@ def _proxy_errors(dims: Any, heads: list[int], ffn: list[int], seed: int) -> lis
 
 
 def run(
-    model_name: str, batch: int, targets: list[float], rounds: int, cache_dir: str, fits: list[str]
+    model_name: str,
+    batch: int,
+    targets: list[float],
+    rounds: int,
+    cache_dir: str,
+    fits: list[str],
+    loop: bool = False,
 ) -> list[dict[str, Any]]:
     torch.manual_seed(0)
     model = build_model(MODELS[model_name], "base").eval()
@@ -73,21 +86,45 @@ def run(
     started = time.perf_counter()
     measured_table, _, cached = load_or_measure(model, env, heads, ffn, cache_dir)
     table_seconds = time.perf_counter() - started
+
+    def build(choice: Choice) -> torch.nn.Module:
+        pruned = copy.deepcopy(model)
+        adapter.apply_structure(
+            pruned, Structure.from_kept(dims, [range(h) for h, _ in choice], [range(m) for _, m in choice])
+        )
+        return pruned
+
     pruned_models, picks = [], []
     for fit in fits:
         table = refit_table(measured_table, fit)
         latency = LatencyModel(table, dims.num_layers)
         space = SearchSpace.build(_proxy_errors(dims, heads, ffn, seed=batch), table)
-        for target in targets:
+
+        def search_at(
+            target: float, space: SearchSpace = space, latency: LatencyModel = latency
+        ) -> tuple[Choice, float]:
             choice, _ = search_target(space, latency, target)
-            structure = Structure.from_kept(dims, [range(h) for h, _ in choice], [range(m) for _, m in choice])
-            pruned = copy.deepcopy(model)
-            adapter.apply_structure(pruned, structure)
-            pruned_models.append(pruned)
-            picks.append((fit, target, latency.speedup(choice), latency.max_speedup))
+            return choice, latency.speedup(choice)
+
+        for target in targets:
+            choice, predicted = search_at(target)
+            pruned_models.append(build(choice))
+            picks.append((fit, target, predicted, latency.max_speedup, 1))
+            if loop:  # the pipeline's closed loop: each try built and timed, the search target corrected
+                choice, best, attempts = meet_measured_target(
+                    target,
+                    search_at,
+                    lambda c: interleaved_speedups(model, [build(c)], env, rounds)[0],
+                    tolerance=LOOP_TOLERANCE,
+                    max_corrections=LOOP_CORRECTIONS,
+                    max_speedup=latency.max_speedup,
+                )
+                pruned_models.append(build(choice))
+                picks.append((f"{fit}+loop", target, best.predicted, latency.max_speedup, len(attempts)))
+    # Every pick timed afresh in the same rounds: the loop's own timings do not score it.
     measured_speedups = interleaved_speedups(model, pruned_models, env, rounds)
     rows = []
-    for (fit, target, pred, reach), measured in zip(picks, measured_speedups, strict=True):
+    for (fit, target, pred, reach, searches), measured in zip(picks, measured_speedups, strict=True):
         rows.append(
             {
                 "model": model_name,
@@ -101,6 +138,7 @@ def run(
                 "table_seconds": table_seconds,
                 "table_cached": cached,
                 "max_speedup": reach,
+                "searches": searches,
             }
         )
     return rows
@@ -114,23 +152,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--cache-dir", default="outputs/cache")
     parser.add_argument("--fits", nargs="+", default=["lines"], choices=sorted(FITS))
+    parser.add_argument(
+        "--loop", action="store_true", help="also close each pick on its measured speedup, as `ziplm run` does"
+    )
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, seq 128, fp32 eager CPU")
-    header = f"{'model':<10}{'batch':>6}{'fit':>10}{'target':>8}{'predicted':>11}{'measured':>10}{'meas/tgt-1':>12}"
+    header = f"{'model':<10}{'batch':>6}{'fit':>15}{'target':>8}{'predicted':>11}{'measured':>10}{'meas/tgt-1':>12}"
     print(header)
     rows = []
     for name in args.models:
         for batch in args.batches:
-            for row in run(name, batch, args.targets, args.rounds, args.cache_dir, args.fits):
+            for row in run(name, batch, args.targets, args.rounds, args.cache_dir, args.fits, args.loop):
                 rows.append(row)
                 print(
-                    f"{row['model']:<10}{row['batch']:>6}{row['fit']:>10}{row['target']:>8.2f}{row['predicted']:>11.3f}"
+                    f"{row['model']:<10}{row['batch']:>6}{row['fit']:>15}{row['target']:>8.2f}{row['predicted']:>11.3f}"
                     f"{row['measured']:>10.3f}{100 * row['signed_dev']:>+11.1f}%"
                     f"   (table {'cached' if row['table_cached'] else str(round(row['table_seconds'])) + 's'},"
-                    f" max {row['max_speedup']:.1f}x)",
+                    f" max {row['max_speedup']:.1f}x, {row['searches']} search{'es' if row['searches'] > 1 else ''})",
                     flush=True,
                 )
-    for fit in args.fits:
+    for fit in dict.fromkeys(r["fit"] for r in rows):
         devs = [r["dev_measured_vs_target"] for r in rows if r["fit"] == fit]
         print(
             f"{fit}: |measured/target - 1| over {len(devs)} runs: median {100 * statistics.median(devs):.2f}%, "
