@@ -11,7 +11,7 @@ its own structures, and all of them are timed in the same interleaved rounds: an
 includes the search's habit of picking the levels a table prices lowest.
 
 With ``--loop`` every fit also gets ``<fit>+loop`` picks: the pick built and timed, the search
-target corrected while it misses by more than 3% (at most twice: the pipeline's defaults). All picks,
+target corrected while it misses by more than the pipeline's default tolerance (3%, at most twice). All picks,
 open and closed loop, are then timed afresh in the same rounds.
 
     python benchmarks/speedup_accuracy.py                      # MiniLM + BERT-base, batch 1 and 32
@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ziplm.config.schema import ScheduleConfig
 from ziplm.core.latency import LatencyModel
 from ziplm.core.levels import ffn_levels, head_levels
 from ziplm.core.structure import Structure
@@ -38,7 +39,8 @@ from ziplm.latency.measure import FITS, Environment, interleaved_speedups, refit
 from ziplm.models import ModelSpec, adapter_for, build_model
 from ziplm.pruning.targets import Choice, SearchSpace, meet_measured_target, search_target
 
-LOOP_TOLERANCE, LOOP_CORRECTIONS = 0.03, 2  # the pipeline's defaults (schedule.speedup_tolerance/_corrections)
+# The pipeline's own defaults (schedule.speedup_tolerance / speedup_corrections), read, not copied.
+LOOP_TOLERANCE, LOOP_CORRECTIONS = ScheduleConfig.speedup_tolerance, ScheduleConfig.speedup_corrections
 MODELS = {
     "minilm": ModelSpec(name="minilm", family="bert", source="packaged:minilm"),
     "bert-base": ModelSpec(
