@@ -59,6 +59,17 @@ def test_split_properties_put_train_first_without_duplicates() -> None:
     assert spec.splits == ("train", "validation_matched", "validation_mismatched")
 
 
+_BASE = {
+    "name": "t",
+    "kind": "classification",
+    "metric": "accuracy",
+    "text_keys": ("text",),
+    "label_key": "label",
+    "num_labels": 2,
+    "max_seq_length": 128,
+}
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -67,7 +78,8 @@ def test_split_properties_put_train_first_without_duplicates() -> None:
         ({"kind": "qa", "metric": "squad", "text_keys": ("context",)}, "takes 2 text_keys"),
         ({"label_key": None}, "needs a label_key"),
         ({"num_labels": 1}, "num_labels >= 2"),
-        ({"dataset": "glue", "data_files": {"train": "a.csv"}}, "not both"),
+        ({"data_files": {"train": 3}}, "must be file paths"),
+        ({"data_files": "a.csv"}, "must map split names"),
         ({"max_train_samples": 0}, "max_train_samples"),
         (
             {"kind": "lm", "metric": "perplexity", "label_key": None, "max_seq_length": 32, "stride": 64},
@@ -77,17 +89,8 @@ def test_split_properties_put_train_first_without_duplicates() -> None:
     ],
 )
 def test_inconsistent_tasks_fail_with_a_message(changes: dict, message: str) -> None:
-    base = {
-        "name": "t",
-        "kind": "classification",
-        "metric": "accuracy",
-        "text_keys": ("text",),
-        "label_key": "label",
-        "num_labels": 2,
-        "max_seq_length": 128,
-    }
     with pytest.raises(ValueError, match=message):
-        TaskSpec(**{**base, **changes})
+        TaskSpec(**{**_BASE, **changes})
 
 
 def test_unknown_keys_are_rejected() -> None:
@@ -114,3 +117,15 @@ def test_split_slices_resolve_to_row_bounds(spec: str, rows: int, bounds: tuple[
 def test_unparsable_split_strings_fail() -> None:
     with pytest.raises(ValueError, match="cannot parse split"):
         parse_split("train+test")
+
+
+def test_local_files_replace_the_hub_dataset_and_unset_splits_are_dropped() -> None:
+    # `task=sst2 task.data_files.train=a.csv ...` composes the Hub dataset *and* local files: local wins.
+    spec = TaskSpec.from_mapping(
+        {**_BASE, "dataset": "nyu-mll/glue", "subset": "sst2",
+         "data_files": {"train": "a.csv", "validation": "b.csv", "test": None}}
+    )  # fmt: skip
+    assert spec.data_files == {"train": "a.csv", "validation": "b.csv"}
+    assert spec.dataset is None and spec.subset is None
+    unset = TaskSpec.from_mapping({**_BASE, "dataset": "nyu-mll/glue", "data_files": {"train": None}})
+    assert unset.data_files is None and unset.dataset == "nyu-mll/glue"

@@ -45,7 +45,11 @@ class TaskConfig:
     kind: str = MISSING  # classification | regression | qa | lm
     dataset: str | None = None  # Hub dataset path (users online), or None for offline/local tasks
     subset: str | None = None
-    data_files: dict[str, str] | None = None  # local json/csv/text files per split (bring your own data)
+    # Local json/csv/text files per split (bring your own data); when given they replace `dataset` (the Hub).
+    # Typed Any with the usual split keys pre-set, so every command-line form composes:
+    # task.data_files={train: a.csv, validation: b.csv}, task.data_files.train=a.csv, +task.data_files.<split>=...
+    # Unset (null) entries are dropped; no entry set = no local files.
+    data_files: Any = field(default_factory=lambda: {"train": None, "validation": None, "test": None})
     text_keys: list[str] = field(default_factory=list)
     label_key: str | None = None
     num_labels: int | None = None
@@ -103,6 +107,9 @@ class ScheduleConfig:
     distill_logit: float = 1.0
     distill_token: float = 1.0
     distill_temperature: float = 2.0
+    # Saved members' weights: float32 (default) | bfloat16 | float16 (recorded in each member's ziplm.json).
+    # Independent of how the run computes: timing follows `hardware.dtype`, training `trainer.precision`.
+    member_dtype: str = "float32"
     # Which rule picks the removed structures: obs (ZipLM) | magnitude | random | fisher | fisher-norescale
     # (Kwon et al. 2022, with / without least-squares mask tuning) | layerdrop (whole layers, DistilBERT-style)
     method: str = "obs"
@@ -117,6 +124,9 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
+    # Precision of every evaluation (dense row and members alike): 32-true | bf16-mixed | 16-mixed;
+    # null = the training precision above. Recorded in results.md and every metrics.json.
+    eval_precision: str | None = None
     max_epochs: int = 1
     max_steps: int = -1
     batch_size: int = 32

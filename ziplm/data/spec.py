@@ -38,7 +38,8 @@ class TaskSpec:
         dataset: Hub dataset path for ``datasets.load_dataset`` (users online), or None.
         subset: Hub configuration name (e.g. ``mnli``), or None.
         data_files: Local files per split, ``{split: path}`` (``.json``/``.jsonl``/``.csv``/``.tsv``/``.txt``
-            /``.parquet``), or None.
+            /``.parquet``), or None. Entries set to None are dropped; when any file is given, ``dataset`` and
+            ``subset`` are cleared (local files replace the Hub dataset of a task like ``sst2``).
         text_keys: Text columns: one text or a pair (classification/regression), ``(question, context)``
             (QA), one text column (LM).
         label_key: Label column (class id or name, float score, SQuAD ``answers``); None for LM.
@@ -77,8 +78,10 @@ class TaskSpec:
         # Hydra hands over lists; freeze them so the spec is immutable all the way down.
         object.__setattr__(self, "text_keys", tuple(self.text_keys))
         object.__setattr__(self, "extra_eval_splits", tuple(self.extra_eval_splits))
-        if self.data_files is not None:
-            object.__setattr__(self, "data_files", dict(self.data_files))
+        object.__setattr__(self, "data_files", _local_files(self.name, self.data_files))
+        if self.data_files is not None:  # local files replace the Hub dataset (`task=sst2 task.data_files=...`)
+            object.__setattr__(self, "dataset", None)
+            object.__setattr__(self, "subset", None)
         _validate(self)
 
     @classmethod
@@ -105,6 +108,22 @@ class TaskSpec:
         return tuple(dict.fromkeys((self.train_split, *self.eval_splits)))
 
 
+def _local_files(name: str, data_files: Any) -> dict[str, str] | None:
+    """``{split: path}`` with unset (None) entries dropped; None when no split has a file."""
+    if data_files is None:
+        return None
+    if not isinstance(data_files, Mapping):
+        raise ValueError(
+            f"task {name!r}: data_files must map split names to files, e.g. "
+            f"task.data_files='{{train: my.csv, validation: dev.csv}}', got {data_files!r}"
+        )
+    files = {str(k): v for k, v in data_files.items() if v is not None}
+    bad = {k: v for k, v in files.items() if not isinstance(v, str) or not v.strip()}
+    if bad:
+        raise ValueError(f"task {name!r}: data_files entries must be file paths, got {bad}")
+    return files or None
+
+
 def _validate(spec: TaskSpec) -> None:
     where = f"task {spec.name!r}"
     if spec.kind not in KINDS:
@@ -120,8 +139,6 @@ def _validate(spec: TaskSpec) -> None:
         raise ValueError(f"{where}: kind {spec.kind!r} needs a label_key")
     if spec.kind == "classification" and (spec.num_labels is None or spec.num_labels < 2):
         raise ValueError(f"{where}: classification needs num_labels >= 2, got {spec.num_labels}")
-    if spec.dataset is not None and spec.data_files is not None:
-        raise ValueError(f"{where}: set either `dataset` (Hub) or `data_files` (local), not both")
     _validate_lengths(spec, where)
 
 
