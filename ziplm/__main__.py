@@ -93,18 +93,23 @@ def _run_with_hydra(command: Command, args: list[str]) -> int:
 
     from ziplm.config.paths import CONF_DIR, check_config_tree
     from ziplm.config.schema import register_schemas
+    from ziplm.config.validate import validate_config
 
     check_config_tree()
     register_schemas()
 
     def dispatch(cfg: DictConfig) -> Any:
+        # Every value is checked (milliseconds) before the command is even imported: a bad one fails in the
+        # first seconds, as one line, instead of after the data, the teacher or a latency table.
         if _in_multirun():
             try:
+                validate_config(cfg)
                 return command.load()(cfg)
             except Exception as err:  # one failing job must not end the sweep (single runs still exit 1)
                 _record_failed_job(err)
                 return None
         try:
+            validate_config(cfg)
             return command.load()(cfg)
         except CommandNotReadyError as err:
             print(f"error: {err}", file=sys.stderr)

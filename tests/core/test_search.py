@@ -226,6 +226,16 @@ def test_spdy_log_is_reproducible_budget_safe_cached_and_serialisable() -> None:
     assert isinstance(first, SearchResult)
 
 
+def test_spdy_logs_the_speedup_of_each_candidate_when_given_the_mapping() -> None:
+    errors, times, budget = _two_of_four_instance()
+    result = spdy_search(errors, times, budget, lambda c: float(sum(c)), speedup_of=lambda t: 10.0 / (2.0 + t))
+    for candidate in result.log:
+        assert candidate.predicted_speedup == pytest.approx(10.0 / (2.0 + candidate.predicted_time))
+        assert candidate.to_dict()["predicted_speedup"] == candidate.predicted_speedup
+    plain = spdy_search(errors, times, budget, lambda c: float(sum(c)))
+    assert all(c.predicted_speedup is None for c in plain.log)
+
+
 def test_spdy_local_steps_always_change_alpha() -> None:
     errors, times, budget = _two_of_four_instance()
     result = spdy_search(

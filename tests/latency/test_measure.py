@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
+import math
+import random
+import statistics
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
 from tests.conftest import TINY_BERT, TINY_GPT2
 from ziplm.core.latency import LatencyTable, LatencyTableMismatchError
 from ziplm.latency import cache as latency_cache
-from ziplm.latency.measure import Environment, environment_fingerprint, measure_latency_table
+from ziplm.latency.measure import (
+    Environment,
+    environment_fingerprint,
+    interleaved_medians,
+    interleaved_samples,
+    interleaved_speedups,
+    measure_latency_table,
+    monotone_times,
+    relative_to_first,
+)
 from ziplm.models import build_model
 from ziplm.models.build import ModelSpec
 
@@ -48,6 +65,28 @@ def test_cache_reuses_and_refuses_other_environments(tmp_path: Path, monkeypatch
         LatencyTable.load(path, expected_environment=environment_fingerprint(other, model, [4, 0], [64, 0]))
 
 
+def test_fingerprint_records_the_attention_kernel_and_transformers(tmp_path: Path) -> None:
+    """sdpa and eager attention time differently: a table of one is never reused for the other."""
+    import transformers
+
+    sdpa = build_model(TINY_BERT, "base", attn_implementation="sdpa")
+    eager = build_model(TINY_BERT, "base", attn_implementation="eager")
+    fp_sdpa = environment_fingerprint(QUICK, sdpa, [4, 0], [64, 0])
+    fp_eager = environment_fingerprint(QUICK, eager, [4, 0], [64, 0])
+    assert fp_sdpa["attn_implementation"] == "sdpa" and fp_eager["attn_implementation"] == "eager"
+    assert {k for k in fp_sdpa if fp_sdpa[k] != fp_eager[k]} == {"attn_implementation"}
+    assert fp_sdpa["transformers"] == transformers.__version__
+    assert latency_cache.cache_path(tmp_path, fp_sdpa) != latency_cache.cache_path(tmp_path, fp_eager)
+    # A table whose fingerprint predates these keys no longer matches, and the message names them.
+    old = {k: v for k, v in fp_sdpa.items() if k not in ("attn_implementation", "transformers")}
+    LatencyTable(environment=old, base_time=1.0, attention={4: 0.1, 0: 0.0}, ffn={64: 0.2, 0: 0.0}).save(
+        tmp_path / "old.json"
+    )
+    with pytest.raises(LatencyTableMismatchError, match=r"attn_implementation: table=<missing> run=.*sdpa") as err:
+        LatencyTable.load(tmp_path / "old.json", expected_environment=fp_sdpa)
+    assert "transformers: table=<missing>" in str(err.value)
+
+
 def test_corrupt_cached_table_is_an_error(tmp_path: Path) -> None:
     model = build_model(TINY_BERT, "base")
     _, path, _ = latency_cache.load_or_measure(model, QUICK, [4, 0], [64, 0], tmp_path, False)
@@ -75,28 +114,114 @@ def test_bad_environments_are_refused(env: Environment, message: str) -> None:
 
 
 def test_monotone_fit_pools_inversions_and_keeps_monotone_tables() -> None:
-    from ziplm.latency.measure import monotone_times
-
     assert monotone_times({0: 0.0, 1: 1.0, 2: 2.0}) == {0: 0.0, 1: 1.0, 2: 2.0}
     fitted = monotone_times({0: 0.0, 10: 3.0, 20: 1.0, 30: 4.0})
     assert fitted == {0: 0.0, 10: 2.0, 20: 2.0, 30: 4.0}  # the inverted pair is pooled to its mean
     assert sum(fitted.values()) == pytest.approx(8.0)
 
 
-def test_interleaved_medians_time_every_model() -> None:
-    from ziplm.latency.measure import interleaved_medians, interleaved_speedups
+def _isotonic_brute_force(values: list[float]) -> list[float]:
+    """Least-squares non-decreasing fit by enumeration: the optimum is constant on contiguous blocks (each at
+    its block's mean), so try every split into blocks whose means do not decrease and keep the best."""
+    n, best, best_sse = len(values), None, math.inf
+    for cuts in itertools.product([False, True], repeat=n - 1):
+        bounds = [0, *[i + 1 for i, cut in enumerate(cuts) if cut], n]
+        means = [statistics.fmean(values[a:b]) for a, b in itertools.pairwise(bounds)]
+        if any(m2 < m1 for m1, m2 in itertools.pairwise(means)):
+            continue
+        fit = [m for (a, b), m in zip(itertools.pairwise(bounds), means, strict=True) for _ in range(b - a)]
+        sse = sum((f - v) ** 2 for f, v in zip(fit, values, strict=True))
+        if sse < best_sse:
+            best, best_sse = fit, sse
+    assert best is not None
+    return best
 
-    model = build_model(TINY_BERT, "base")
-    medians = interleaved_medians([model, model], QUICK, rounds=4)
-    assert len(medians) == 2 and all(m > 0 for m in medians)
-    assert interleaved_speedups(model, [model], QUICK, rounds=4)[0] > 0
+
+def test_monotone_fit_is_the_least_squares_isotonic_fit() -> None:
+    rng = random.Random(3)
+    for trial in range(200):
+        n = rng.randint(1, 7)
+        keys = sorted(rng.sample(range(0, 100), n))
+        values = [round(rng.uniform(0, 5), 1) if trial % 2 else rng.choice([1.0, 2.0, 3.0]) for _ in keys]
+        rng.shuffle(keys)  # the fit orders by kept count, not by insertion order
+        times = dict(zip(keys, values, strict=True))
+        ordered = sorted(times)
+        want = _isotonic_brute_force([times[k] for k in ordered])
+        got = monotone_times(times)
+        assert sorted(got) == ordered
+        assert [got[k] for k in ordered] == pytest.approx(want, abs=1e-12), times
+
+
+CALLS: collections.Counter[str] = collections.Counter()  # by sleeper name: the timed copy is not the original
+
+
+class _Sleeper(nn.Module):
+    """A "model" whose forward sleeps a fixed time: its speedup over another is known exactly."""
+
+    def __init__(self, seconds: float, name: str = "") -> None:
+        super().__init__()
+        self.seconds, self.name = seconds, name
+        self.config = SimpleNamespace(vocab_size=11)  # what `model_timer` reads to draw input ids
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        assert input_ids.shape == attention_mask.shape == (QUICK.batch_size, QUICK.seq_length)
+        assert int(input_ids.max()) < 11
+        CALLS[self.name] += 1
+        time.sleep(self.seconds)
+        return input_ids
+
+
+def test_interleaved_timings_measure_known_speedups() -> None:
+    """Sleeps of 60 ms (dense), 20 ms and 60 ms: speedups 3x and 1x, far apart against scheduling noise."""
+    dense, fast, same = _Sleeper(0.06), _Sleeper(0.02), _Sleeper(0.06)
+    env = Environment(batch_size=2, seq_length=8, warmup=1, max_seconds_per_entry=0.2)
+    speedups = interleaved_speedups(dense, [fast, same], env, rounds=5)
+    assert speedups[0] > 2 * speedups[1]  # ordered, by far
+    assert speedups == pytest.approx([3.0, 1.0], rel=0.25)
+    medians = interleaved_medians([fast, dense], env, rounds=5)
+    assert medians == pytest.approx([0.02, 0.06], rel=0.25)
+    assert medians[1] / medians[0] == pytest.approx(3.0, rel=0.25)
     with pytest.raises(ValueError, match="rounds"):
-        interleaved_medians([model], QUICK, rounds=0)
+        interleaved_medians([dense], QUICK, rounds=0)
+
+
+def test_interleaved_samples_are_per_round_and_stop_at_the_time_cap() -> None:
+    CALLS.clear()
+    models = [_Sleeper(0.001, "a"), _Sleeper(0.002, "b")]
+    env = Environment(batch_size=2, seq_length=8, warmup=2, max_seconds_per_entry=0.0)  # cap spent at once
+    samples = interleaved_samples(models, env, rounds=4, target_spread=0.0)  # never "settled"
+    assert [len(s) for s in samples] == [4, 4] and CALLS == {"a": 2 + 4, "b": 2 + 4}
+    assert all(t >= 0.001 for t in samples[0]) and all(t >= 0.002 for t in samples[1])
+    env = Environment(batch_size=2, seq_length=8, warmup=1, max_seconds_per_entry=60.0)
+    samples = interleaved_samples(models, env, rounds=2, target_spread=0.0)  # unsettled, time left: 3x rounds
+    assert [len(s) for s in samples] == [6, 6]
+
+
+# Two models over four rounds; by hand: model 0's median is (2 + 3) / 2 = 2.5; model 1's per-round ratios
+# are 0.3, 0.9, 0.75, 0.8, median (0.75 + 0.8) / 2 = 0.775 (its ratio of medians would be 2.1 / 2.5 = 0.84).
+SAMPLES = [[1.0, 2.0, 4.0, 3.0], [0.3, 1.8, 3.0, 2.4]]
+
+
+def test_relative_to_first_is_the_median_of_per_round_ratios() -> None:
+    assert relative_to_first(SAMPLES) == pytest.approx([1.0, 0.775])
+    assert relative_to_first([[1.0, 2.0, 4.0], [0.3, 1.8, 3.0]]) == pytest.approx([1.0, 0.75])  # odd: the middle
+
+
+def test_interleaved_medians_and_speedups_summarise_the_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ziplm.latency import measure
+
+    def given(models: list, env: Environment, rounds: int, target_spread: float = 0.02) -> list[list[float]]:
+        assert len(models) == len(SAMPLES) and rounds == 4
+        return [list(s) for s in SAMPLES]
+
+    monkeypatch.setattr(measure, "interleaved_samples", given)
+    assert measure.interleaved_medians([_Sleeper(0), _Sleeper(0)], QUICK, rounds=4) == pytest.approx(
+        [2.5, 2.5 * 0.775]
+    )
+    assert measure.interleaved_speedups(_Sleeper(0), [_Sleeper(0)], QUICK, rounds=4) == pytest.approx([1 / 0.775])
 
 
 def test_relative_to_first_cancels_drift_shared_by_a_round() -> None:
-    from ziplm.latency.measure import relative_to_first
-
     drift = [1.0, 1.3, 0.8, 1.1, 0.9]  # the whole machine slows and speeds up between rounds
     samples = [[2.0 * d for d in drift], [1.0 * d for d in drift], [0.5 * d for d in drift]]
     assert relative_to_first(samples) == pytest.approx([1.0, 0.5, 0.25])

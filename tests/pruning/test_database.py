@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,53 @@ def test_baseline_methods_share_the_database_and_lose_to_obs(tmp_path: Path) -> 
     assert totals["obs"] < totals["magnitude"] and totals["obs"] < totals["random"], totals
     with pytest.raises(ValueError, match="unknown structure-selection method"):
         build_database(model, batches, tmp_path / "x", DatabaseSettings(method="fischer"), show_progress=False)
+
+
+def _kept_ids(db: LevelDatabase) -> dict[tuple[int, str, int], list[int]]:
+    return {
+        (layer, sub, keep): db.entry(layer, sub, keep).ids.tolist()
+        for layer in range(3)
+        for sub in ("attention", "ffn")
+        for keep in db.errors(layer, sub)
+    }
+
+
+def test_random_baseline_is_seeded_by_the_run(tmp_path: Path) -> None:
+    """Another seed selects other structures (and never reuses the database); the same seed, the same ones."""
+    model, batches = _model(TINY_BERT), _batches()
+
+    def kept(seed: int, folder: str) -> dict[tuple[int, str, int], list[int]]:
+        settings = DatabaseSettings(method="random", seed=seed)
+        return _kept_ids(build_database(model, batches, tmp_path / folder, settings, show_progress=False))
+
+    first, again, other = kept(1, "a"), kept(1, "b"), kept(2, "c")
+    assert first == again
+    assert first != other
+    assert first[(0, "ffn", 31)] != other[(0, "ffn", 31)]  # 31 of 64 neurons: another half
+    assert first[(0, "ffn", 31)] != first[(1, "ffn", 31)]  # and every sublayer draws on its own
+    with pytest.raises(ValueError, match="seed: stored 1 vs run 2"):
+        build_database(model, batches, tmp_path / "a", DatabaseSettings(method="random", seed=2), show_progress=False)
+    # The seed is no input of the deterministic methods: their databases are shared across seeds.
+    build_database(model, batches, tmp_path / "obs", DatabaseSettings(seed=1), show_progress=False)
+    build_database(model, batches, tmp_path / "obs", DatabaseSettings(seed=2), show_progress=False)
+
+
+def test_database_of_another_solver_version_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ziplm.pruning import database_builder
+
+    model, batches = _model(TINY_BERT), _batches()
+    folder = tmp_path / "db"
+    build_database(model, batches, folder, show_progress=False)
+    stored = LevelDatabase.read_manifest(folder)["fingerprint"]
+    assert stored["version"] == database_builder.DATABASE_FORMAT
+    built_by = re.escape(f"({database_builder.DATABASE_FORMAT!r}; this code writes 'levels-v999')")
+    monkeypatch.setattr(database_builder, "DATABASE_FORMAT", "levels-v999")
+    with pytest.raises(ValueError, match=f"built by another version of the level solver {built_by}"):
+        build_database(model, batches, folder, show_progress=False)
+    # A manifest from before versions were recorded is never taken for a current one either.
+    monkeypatch.undo()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["fingerprint"]["version"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"another version of the level solver \('levels-v1'.*delete the folder"):
+        build_database(model, batches, folder, show_progress=False)

@@ -53,3 +53,16 @@ def test_level_time_interpolates_between_measured_levels() -> None:
     assert level_time(TABLE.ffn, 6) == pytest.approx(2.3)
     with pytest.raises(KeyError, match="outside"):
         level_time(TABLE.ffn, 9)
+
+
+def test_spdy_log_records_each_candidates_predicted_speedup() -> None:
+    space = SearchSpace.build([_errors(1.0), _errors(3.0)], TABLE)
+    latency = LatencyModel(TABLE, LAYERS)
+    _, result = search_target(space, latency, 1.6, loss_fn=lambda c: float(sum(c[0])), random_starts=6, local_steps=6)
+    assert result is not None
+    log = result.to_dict()["log"]
+    assert len(log) == 13
+    for entry in log:
+        assert entry["predicted_speedup"] == pytest.approx(latency.speedup(space.choice(entry["choice"])), rel=1e-12)
+        assert entry["predicted_speedup"] >= 1.6 * (1 - 1e-9)  # every DP choice fits the target's budget
+    assert len({e["predicted_speedup"] for e in log}) > 1  # the candidates differ, and so do their speedups

@@ -24,6 +24,8 @@ from safetensors.torch import save_file
 FORMAT = "ziplm-levels-database"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+# What a manifest written before the fingerprint carried a solver version reads as (never a current version).
+UNVERSIONED = "levels-v1"
 SUBLAYER_NAMES = ("attention", "ffn")
 
 
@@ -39,6 +41,10 @@ class DatabaseFingerprint:
     ffn_group_size: int
     dims: dict[str, int] = field(default_factory=dict)
     method: str = "obs"  # structure selection: obs (ZipLM), or a baseline (magnitude, random)
+    # Version of the code that computes the levels (the builder's DATABASE_FORMAT): bumped when a change to
+    # the solvers, errors or grids changes what a build stores, so older levels are never reused silently.
+    version: str = UNVERSIONED
+    seed: int | None = None  # the structure-selection seed, for methods that draw at random (else None)
 
     def differences(self, other: DatabaseFingerprint) -> list[str]:
         """Names and values of the fields that differ (for an error message)."""
@@ -66,6 +72,8 @@ def _fingerprint_from_json(data: dict[str, Any]) -> DatabaseFingerprint:
         ffn_group_size=int(data["ffn_group_size"]),
         dims=dict(data.get("dims", {})),
         method=str(data.get("method", "obs")),
+        version=str(data.get("version", UNVERSIONED)),
+        seed=None if data.get("seed") is None else int(data["seed"]),
     )
 
 
@@ -93,8 +101,14 @@ class LevelDatabase:
             theirs = _fingerprint_from_json(stored["fingerprint"])
             if theirs != fingerprint:
                 diff = "; ".join(fingerprint.differences(theirs))
+                why = f"for different inputs ({diff})"
+                if theirs.version != fingerprint.version:
+                    why = (
+                        f"by another version of the level solver ({theirs.version!r}; this code writes "
+                        f"{fingerprint.version!r}), so its levels may not be what this code computes ({diff})"
+                    )
                 raise ValueError(
-                    f"the levels database in {path} was built for different inputs ({diff}); "
+                    f"the levels database in {path} was built {why}; "
                     "delete the folder or choose another output directory to rebuild it"
                 )
             return cls(path, fingerprint, stored)

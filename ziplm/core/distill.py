@@ -1,4 +1,5 @@
-"""Distillation losses (spec §6): logit KL with temperature and layer-wise token distillation.
+"""Distillation losses (spec §6): logit KL with temperature (MSE for regression outputs) and layer-wise
+token distillation.
 
 ZipLM never removes layers, so layer l of the student always maps to layer l of the teacher, and
 every layer's output hidden state can be matched token by token. Layer-dropping baselines match only
@@ -86,18 +87,56 @@ def logit_distillation_loss(
     temperature: float,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """KL(softmax(z_t/T) ‖ softmax(z_s/T)) · T², averaged over positions (masked for token-level logits).
+    """KL(softmax(z_t/T) ‖ softmax(z_s/T)) · T², averaged over the distributions (real ones only).
 
     Args:
         student_logits: (..., classes); (batch, classes) for classification, (batch, seq, vocab) for LM,
             (batch, seq) for a QA start/end distribution over positions.
         teacher_logits: same shape.
-        mask: optional (batch, seq) mask over the positions of token-level logits.
+        mask: optional (batch, seq), 1 for real tokens. With (batch, seq, vocab) logits it weights the
+            per-position KLs (padded positions do not count). With (batch, seq) logits the softmax runs
+            over positions, so padded positions are removed from both distributions before the KL
+            (a row with no real position is left out of the mean).
+
+    Raises:
+        ValueError: mismatched shapes, or a mask that fits neither layout.
     """
-    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} vs teacher {tuple(teacher_logits.shape)}")
+    z_s, z_t = student_logits.float() / temperature, teacher_logits.float() / temperature
+    if mask is not None and mask.shape == z_s.shape:
+        return _positions_kl(z_s, z_t, mask.bool()) * temperature**2
+    log_p_s, log_p_t = F.log_softmax(z_s, dim=-1), F.log_softmax(z_t, dim=-1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=-1) * temperature**2
-    if mask is None or kl.dim() < 2:
+    if mask is None:
         return kl.mean()
+    if mask.shape != kl.shape:
+        raise ValueError(
+            f"mask {tuple(mask.shape)} fits neither the logits {tuple(z_s.shape)} (a distribution over "
+            f"positions) nor their positions {tuple(kl.shape)}"
+        )
     m = mask.to(kl.dtype)
     return (kl * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _positions_kl(z_s: torch.Tensor, z_t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of KL(p_t ‖ p_s), both softmaxes taken over the kept positions of the row only."""
+    rows = keep.any(dim=-1)
+    keep = keep | ~rows.unsqueeze(-1)  # an all-padding row: keep it finite, then drop it from the mean
+    log_p_s = F.log_softmax(z_s.masked_fill(~keep, -torch.inf), dim=-1).masked_fill(~keep, 0.0)
+    log_p_t = F.log_softmax(z_t.masked_fill(~keep, -torch.inf), dim=-1).masked_fill(~keep, 0.0)
+    p_t = log_p_t.exp().masked_fill(~keep, 0.0)
+    kl = (p_t * (log_p_t - log_p_s)).sum(dim=-1)
+    r = rows.to(kl.dtype)
+    return (kl * r).sum() / r.sum().clamp_min(1.0)
+
+
+def regression_distillation_loss(student_outputs: torch.Tensor, teacher_outputs: torch.Tensor) -> torch.Tensor:
+    """MSE between the student's and the teacher's real-valued outputs (e.g. STS-B scores, (batch, 1)).
+
+    A regression head has a single logit, over which a softmax is constant 1 and the KL always 0, so the
+    output is distilled as a value instead (no temperature: there is no distribution to soften).
+    """
+    if student_outputs.shape != teacher_outputs.shape:
+        raise ValueError(f"student outputs {tuple(student_outputs.shape)} vs teacher {tuple(teacher_outputs.shape)}")
+    return F.mse_loss(student_outputs.float(), teacher_outputs.float())

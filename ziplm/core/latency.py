@@ -278,6 +278,19 @@ class LatencyModel:
         """Largest speedup the model can predict: T_base / time of the fastest configuration."""
         return self.table.base_time / self.min_time
 
+    @property
+    def max_layer_preserving_speedup(self) -> float:
+        """Largest speedup that keeps at least one sublayer in every layer (its cheapest kept level).
+
+        Targets above it can only be met by removing whole layers' worth of blocks everywhere: the
+        "member" is then mostly embeddings and classifier (a warning, not an error: layer dropping is a
+        legitimate choice, but rarely the one meant).
+        """
+        kept_attention = [t for k, t in self.table.attention.items() if k > 0]
+        kept_ffn = [t for k, t in self.table.ffn.items() if k > 0]
+        cheapest = min(kept_attention + kept_ffn)
+        return self.table.base_time / (self.overhead + self.num_layers * cheapest)
+
     def attention_time(self, heads: int) -> float:
         """Seconds of one attention block keeping `heads` heads (ValueError for an untimed level)."""
         if heads not in self.table.attention:

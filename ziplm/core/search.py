@@ -201,6 +201,8 @@ class Candidate:
         predicted_time: Σ_u t_{u,s_u} of the choice (the prunable part; compare with the budget).
         cache_hit: the choice had been evaluated before, so `loss_fn` was not called.
         accepted: the candidate strictly improved the best loss and became the incumbent.
+        predicted_speedup: the speedup the latency model predicts for the choice (from `predicted_time`),
+            when the search was given one (`spdy_search(speedup_of=...)`), else None.
     """
 
     phase: str
@@ -211,6 +213,7 @@ class Candidate:
     predicted_time: float
     cache_hit: bool
     accepted: bool
+    predicted_speedup: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON; a non-finite loss becomes None (strict JSON has no NaN/Infinity)."""
@@ -260,8 +263,10 @@ class _Evaluator:
         loss_fn: Callable[[list[int]], float],
         total: int,
         progress: Callable[[int, int], None] | None,
+        speedup_of: Callable[[float], float] | None = None,
     ) -> None:
         self.problem = problem
+        self.speedup_of = speedup_of
         self.loss_fn = loss_fn
         self.total = total
         self.progress = progress
@@ -280,15 +285,17 @@ class _Evaluator:
             self.cache[key] = loss if not math.isnan(loss) else math.inf
         loss = self.cache[key]
         accepted = self.best is None or loss < self.best.loss
+        predicted_time = self.problem.total_time(choice)
         candidate = Candidate(
             phase=phase,
             step=step,
             alpha=[float(a) for a in alpha],
             choice=list(choice),
             loss=loss,
-            predicted_time=self.problem.total_time(choice),
+            predicted_time=predicted_time,
             cache_hit=hit,
             accepted=accepted,
+            predicted_speedup=None if self.speedup_of is None else float(self.speedup_of(predicted_time)),
         )
         self.log.append(candidate)
         if accepted:
@@ -319,6 +326,7 @@ def spdy_search(
     seed: int = 0,
     buckets: int = 10_000,
     progress: Callable[[int, int], None] | None = None,
+    speedup_of: Callable[[float], float] | None = None,
 ) -> SearchResult:
     """SPDY: search per-unit coefficients α ∈ [0,1]^U whose DP choice minimises `loss_fn` (spec §5).
 
@@ -339,6 +347,8 @@ def spdy_search(
         seed: seed of the numpy Generator; the same seed gives the same log.
         buckets: DP time resolution.
         progress: called as progress(done, total) after every candidate.
+        speedup_of: maps a choice's summed unit time to its predicted end-to-end speedup (for a latency
+            model: T_base / (unprunable time + t)); every logged candidate then records its speedup.
 
     Returns:
         The best choice and loss, its α, the plain-DP baseline, and every candidate evaluated.
@@ -353,7 +363,7 @@ def spdy_search(
         raise ValueError(f"resample_prob must be in (0, 1], got {resample_prob!r}")
     problem = KnapsackProblem(errors, times, budget, buckets)
     rng = np.random.default_rng(seed)
-    evaluator = _Evaluator(problem, loss_fn, 1 + random_starts + local_steps, progress)
+    evaluator = _Evaluator(problem, loss_fn, 1 + random_starts + local_steps, progress, speedup_of)
 
     evaluator.evaluate("dp", 0, np.ones(problem.num_units))
     baseline = evaluator.log[0]

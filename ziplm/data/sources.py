@@ -75,7 +75,7 @@ def _load_source(task: TaskSpec) -> tuple[str, Mapping[str, datasets.Dataset]]:
         return f"data_files {dict(task.data_files)}", _load_local(task.data_files, task.splits)
     if task.dataset is not None:
         source = f"Hub dataset {task.dataset!r}" + (f" ({task.subset})" if task.subset else "")
-        return source, datasets.load_dataset(task.dataset, task.subset)
+        return source, _load_hub(task, source)
     if task.name not in BUILTINS:
         raise ValueError(
             f"task {task.name!r} sets neither `dataset` (Hub) nor `data_files` (local) and is not an "
@@ -84,6 +84,33 @@ def _load_source(task: TaskSpec) -> tuple[str, Mapping[str, datasets.Dataset]]:
     source = f"builtin task {task.name!r}"
     _check_split_names(task.splits, BUILTIN_SPLITS[task.name], source)
     return source, BUILTINS[task.name]()
+
+
+def _load_hub(task: TaskSpec, source: str) -> datasets.DatasetDict:
+    """``datasets.load_dataset`` of the task's Hub dataset; unreachable or unknown data as one clear line.
+
+    Raises:
+        FileNotFoundError: the dataset is neither in the local Hugging Face cache nor reachable (offline:
+            ``HF_HUB_OFFLINE=1``, no network), or not on the Hub; the message says how to give local files.
+    """
+    try:
+        return datasets.load_dataset(task.dataset, task.subset)
+    except OSError as err:  # ConnectionError (offline, no network), DatasetNotFoundError, hub HTTP errors
+        reason = " ".join(str(err).split()).split(". ")[0][:300]  # the first sentence
+        files = ", ".join(f"{name}: <file>" for name in dict.fromkeys(parse_split(s).split for s in task.splits))
+        columns = ", ".join(required_columns(task))
+        if task.kind == "qa":
+            columns += f" as in SQuAD: {task.label_key}={{text: [...], answer_start: [...]}}"
+        unreachable = isinstance(err, ConnectionError) or "couldn't reach" in reason.lower()
+        problem = (
+            "cannot be reached offline: not in the local Hugging Face cache and the Hub is unreachable"
+            if unreachable
+            else "cannot be loaded from the Hugging Face Hub"
+        )
+        raise FileNotFoundError(
+            f"task {task.name!r}: {source} {problem} ({reason}); give local files instead: "
+            f"task.data_files='{{{files}}}' ({'/'.join(sorted(_LOCAL_BUILDERS))} with column(s) {columns})"
+        ) from err
 
 
 def _check_split_names(specs: tuple[str, ...], available: tuple[str, ...] | list[str], source: str) -> None:

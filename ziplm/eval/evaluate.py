@@ -6,6 +6,7 @@ One `Evaluator` per split: ``update`` with each batch's model outputs (in datase
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ class Evaluator:
                 (outputs.start_logits.detach().float().cpu(), outputs.end_logits.detach().float().cpu())
             )
         elif kind == "lm":
-            nll, tokens = summed_nll(outputs.logits.detach(), batch["labels"])
+            nll, tokens = summed_nll(outputs.logits.detach(), batch["labels"].to(outputs.logits.device))
             self._nll += float(nll)
             self._tokens += tokens
         else:
@@ -80,6 +81,29 @@ def _model_inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> di
     return {k: v.to(device) for k, v in batch.items() if k != "labels"}
 
 
+# Lightning precision names → the autocast dtype an evaluation runs under (None: the weights' own dtype).
+EVAL_PRECISIONS: dict[str, torch.dtype | None] = {
+    "32-true": None,
+    "32": None,
+    "bf16-mixed": torch.bfloat16,
+    "16-mixed": torch.float16,
+}
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Autocast for a mixed `precision` on `device` (weights untouched), or nothing for full precision.
+
+    Raises:
+        ValueError: an unknown precision name.
+    """
+    if precision not in EVAL_PRECISIONS:
+        raise ValueError(f"unknown evaluation precision {precision!r}; choose one of {sorted(EVAL_PRECISIONS)}")
+    dtype = EVAL_PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
 def evaluate(
     model: nn.Module,
     task: TaskSpec,
@@ -87,14 +111,23 @@ def evaluate(
     features: datasets.Dataset,
     batch_size: int = 64,
     show_progress: bool = True,
+    precision: str = "32-true",
 ) -> dict[str, float]:
-    """Metric of `model` on one evaluation split (examples = raw rows, features = tokenized)."""
+    """Metric of `model` on one evaluation split (examples = raw rows, features = tokenized).
+
+    Batches go to the model's device; `precision` (a Lightning precision name) decides autocast, so the
+    dense model and every member of a run are scored in one declared precision.
+    """
     evaluator = Evaluator(task, examples, features)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     total = (len(features) + batch_size - 1) // batch_size
-    with torch.inference_mode(), Progress(disable=not show_progress, transient=True) as progress:
+    with (
+        torch.inference_mode(),
+        precision_context(precision, device),
+        Progress(disable=not show_progress, transient=True) as progress,
+    ):
         bar = progress.add_task(f"evaluating {task.name}", total=total)
         for batch in batches_in_order(features, batch_size):
             evaluator.update(batch, model(**_model_inputs(batch, device)))
@@ -103,10 +136,11 @@ def evaluate(
     return evaluator.compute()
 
 
-def task_loss(model: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]]) -> float:
+def task_loss(model: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]], precision: str = "32-true") -> float:
     """Mean task loss (HF's ``outputs.loss``, labels included in the batches) over `batches`.
 
-    SPDY scores candidate architectures with this on a few calibration batches.
+    SPDY scores candidate architectures with this on a few calibration batches (moved to the model's
+    device, scored in the run's evaluation `precision`).
     """
     if not batches:
         raise ValueError("task_loss needs at least one labelled batch")
@@ -114,7 +148,7 @@ def task_loss(model: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]]) -
     was_training = model.training
     model.eval()
     total = 0.0
-    with torch.inference_mode():
+    with torch.inference_mode(), precision_context(precision, device):
         for batch in batches:
             out = model(**{k: v.to(device) for k, v in batch.items()})
             if out.loss is None:

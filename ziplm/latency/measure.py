@@ -6,6 +6,7 @@ fingerprint: a table is only valid in the environment it was measured in.
 
 from __future__ import annotations
 
+import copy
 import functools
 import platform
 import statistics
@@ -90,7 +91,9 @@ def device_name(device: str) -> str:
 def environment_fingerprint(
     env: Environment, model: nn.Module, head_levels: Sequence[int], ffn_levels: Sequence[int]
 ) -> dict[str, Any]:
-    """Everything a table's timings depend on; compared key by key when a table is reused."""
+    """Everything a table's timings depend on (the attention kernel too: sdpa and eager time differently)."""
+    import transformers
+
     env.apply()
     fields = asdict(env)
     for key in ("warmup", "repetitions", "max_seconds_per_entry"):
@@ -100,7 +103,9 @@ def environment_fingerprint(
         "threads": torch.get_num_threads() if env.device == "cpu" else None,
         "device_name": device_name(env.device),
         "torch": torch.__version__.split("+")[0],
+        "transformers": transformers.__version__,
         "model_type": str(getattr(model.config, "model_type", "")),
+        "attn_implementation": getattr(model.config, "_attn_implementation", None),
         "dims": adapter_for(model).dims(model).to_dict(),
         "head_levels": list(head_levels),
         "ffn_levels": list(ffn_levels),
@@ -137,13 +142,21 @@ def model_timer(model: nn.Module, env: Environment) -> Callable[[], object]:
     vocab = int(getattr(model.config, "vocab_size", 0))
     ids = torch.randint(0, vocab, (env.batch_size, env.seq_length))
     mask = torch.ones_like(ids)
+    model = timing_copy(model, "cpu" if env.engine == "onnxruntime" else env.device, env.dtype)
     if env.engine == "onnxruntime":
         return _onnxruntime_call(model, ids, mask, env)
-    model = model.to(device=env.device, dtype=DTYPES[env.dtype]).eval()
     ids, mask = ids.to(env.device), mask.to(env.device)
     if env.engine == "compile":
         return _compiled_call(model, ids, mask)
     return lambda: model(input_ids=ids, attention_mask=mask)
+
+
+def timing_copy(model: nn.Module, device: str, dtype: str) -> nn.Module:
+    """A copy of `model` in eval mode on `device` in `dtype`: what is timed. The caller's model is never
+    moved, cast or switched to eval (timing the fp32 teacher in an fp16 environment once converted the
+    teacher itself, and every member evaluated, saved and distilled after it)."""
+    clone = copy.deepcopy(model)
+    return clone.to(device=device, dtype=DTYPES[dtype]).eval()
 
 
 def measure_latency_table(
@@ -424,7 +437,8 @@ def _compiled_call(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> C
 
 
 def _onnxruntime_call(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, env: Environment) -> Callable[[], Any]:
-    """Export to a temporary ONNX file and call an onnxruntime session on numpy inputs.
+    """Export `model` (a float32 CPU copy made by `model_timer`) to a temporary ONNX file and call an
+    onnxruntime session on numpy inputs.
 
     The session holds the weights once created, so the file is deleted right away. Threads: ``env.threads``,
     else torch's count, which is what the table's fingerprint records. On CUDA the inputs are copied from
@@ -435,7 +449,6 @@ def _onnxruntime_call(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, e
 
     from ziplm.deploy.onnx_export import export_onnx, max_positions, onnx_session
 
-    model = model.to(device="cpu", dtype=torch.float32).eval()
     limit = max_positions(model) or env.seq_length
     cuda = env.device.startswith("cuda")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]

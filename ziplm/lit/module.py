@@ -17,6 +17,7 @@ from ziplm.core.distill import (
     DistillWeights,
     logit_distillation_loss,
     paired_hidden_states,
+    regression_distillation_loss,
     token_distillation_loss,
 )
 from ziplm.eval.evaluate import Evaluator
@@ -28,11 +29,17 @@ def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k not in LABEL_KEYS}
 
 
-def _logit_pairs(student: Any, teacher: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Output distributions to match: class/vocab logits, or QA start and end position logits."""
+def _logit_pairs(
+    student: Any, teacher: Any, mask: torch.Tensor | None
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Output distributions to match, each with the mask `logit_distillation_loss` needs for it.
+
+    Class logits (batch, classes) take no mask; vocab logits (batch, seq, vocab) weight positions by it;
+    QA start/end logits (batch, seq) are distributions over positions, so padding leaves both softmaxes.
+    """
     if getattr(student, "start_logits", None) is not None:
-        return [(student.start_logits, teacher.start_logits), (student.end_logits, teacher.end_logits)]
-    return [(student.logits, teacher.logits)]
+        return [(student.start_logits, teacher.start_logits, mask), (student.end_logits, teacher.end_logits, mask)]
+    return [(student.logits, teacher.logits, mask if student.logits.dim() == 3 else None)]
 
 
 class ZipLMModule(L.LightningModule):
@@ -46,6 +53,10 @@ class ZipLMModule(L.LightningModule):
         evaluator: computes the task metric at the end of each validation epoch.
         layer_pairs: (student layer, teacher layer) pairs for token distillation; None matches every
             layer l to layer l (ZipLM keeps all layers), layer-dropping students pass their mapping.
+        regression: the output is a real value (task kind ``regression``, e.g. STS-B): distilled with MSE,
+            since a softmax over its single logit makes the KL identically 0. Said explicitly (from the
+            task) rather than guessed from ``logits.shape[-1] == 1``, so that a one-logit output is never
+            silently treated either way: without this flag it is refused.
     """
 
     def __init__(
@@ -58,6 +69,7 @@ class ZipLMModule(L.LightningModule):
         weight_decay: float = 0.0,
         evaluator: Evaluator | None = None,
         layer_pairs: Sequence[tuple[int, int]] | None = None,
+        regression: bool = False,
     ) -> None:
         super().__init__()
         if teacher is not None and weights is None:
@@ -75,12 +87,21 @@ class ZipLMModule(L.LightningModule):
         )
         self.evaluator = evaluator
         self.layer_pairs = list(layer_pairs) if layer_pairs is not None else None
+        self.regression = regression
         self.metrics: dict[str, float] = {}
 
     def on_fit_start(self) -> None:
         self.model.train()  # stitched/loaded students arrive in eval mode (dropout off)
+        # The teacher is shared with the rest of the run (evaluated, timed, stitched from): it visits this
+        # process's device for the fit and goes back where it was afterwards. Never cast: mixed precision
+        # autocasts its forward, and "*-true" half precisions are refused by the config validation.
+        self._teacher_home = [next(t.parameters()).device for t in self._teacher]
         for teacher in self._teacher:
             teacher.to(self.device)
+
+    def on_fit_end(self) -> None:
+        for teacher, home in zip(self._teacher, getattr(self, "_teacher_home", []), strict=False):
+            teacher.to(home)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if not self._teacher:
@@ -97,9 +118,17 @@ class ZipLMModule(L.LightningModule):
         if w.task:
             parts["task"] = student.loss
         if w.logit:
-            pairs = _logit_pairs(student, teacher)
-            kl = [logit_distillation_loss(s, t, w.temperature, mask if s.dim() == 3 else None) for s, t in pairs]
-            parts["logit"] = torch.stack(kl).mean()
+            if self.regression:
+                parts["logit"] = regression_distillation_loss(student.logits, teacher.logits)
+            else:
+                pairs = _logit_pairs(student, teacher, mask)
+                if any(m is None and s.shape[-1] == 1 for s, _, m in pairs):  # class logits, one class
+                    raise ValueError(
+                        "the output has a single logit, whose softmax KL is always 0: a regression task must "
+                        "distill its output with ZipLMModule(..., regression=True)"
+                    )
+                kl = [logit_distillation_loss(s, t, w.temperature, m) for s, t, m in pairs]
+                parts["logit"] = torch.stack(kl).mean()
         if w.token:
             # hidden_states[0] is the embedding output; layer l's output is hidden_states[l + 1].
             pair = paired_hidden_states(student.hidden_states[1:], teacher.hidden_states[1:], self.layer_pairs)

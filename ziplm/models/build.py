@@ -6,10 +6,12 @@ PyPI-packaged MiniLM and GPT-2 BPE files, or tiny random models built from dims.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import transformers
 from torch import nn
 
@@ -114,13 +116,78 @@ def resolve_source(source: str) -> str:
     return source
 
 
+def _hub_unreachable(err: BaseException) -> bool:
+    """Whether `err` (or an error behind it) says the Hub cannot be reached: offline mode, no network."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ConnectionError | TimeoutError | LocalEntryNotFoundError | OfflineModeIsEnabled):
+            return True
+        if "couldn't connect" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def from_source(load: Callable[..., Any], source: str, what: str, setting: str, **kwargs: Any) -> Any:
+    """``load(resolve_source(source), **kwargs)`` (a ``from_pretrained``), its failures as one clear line.
+
+    Args:
+        load: e.g. ``BertModel.from_pretrained``.
+        source: A Hub id, a local folder or ``packaged:*``.
+        what: What is loaded, for the message (``"weights of model 'bert-base'"``).
+        setting: The config key that names `source` (``model.source``), shown as the way to give a local folder.
+
+    Raises:
+        FileNotFoundError: a local folder that does not exist, or a Hub id that is neither in the local
+            Hugging Face cache nor reachable (offline: ``HF_HUB_OFFLINE=1``, no network) or not on the Hub.
+        ValueError: a local folder that is not a loadable model / tokenizer folder.
+    """
+    path = resolve_source(source)
+    local = Path(path).expanduser()
+    if not local.exists() and path.startswith(("/", "./", "../", "~", "\\")):
+        raise FileNotFoundError(f"{setting}={source}: no such folder (the {what})")
+    try:
+        return load(str(local) if local.exists() else path, **kwargs)
+    except OSError as err:  # huggingface_hub / transformers report every hub and file problem as an OSError
+        reason = " ".join(str(err).split()).split(". ")[0][:300]  # the first sentence
+        if local.exists():
+            raise ValueError(f"{setting}={source}: cannot load the {what} from this folder: {reason}") from err
+        if _hub_unreachable(err):
+            raise FileNotFoundError(
+                f"the {what} ({setting}={source}) cannot be reached offline: not in the local Hugging Face cache "
+                f"and the Hub is unreachable ({reason}); give a local copy instead: {setting}=<local folder> "
+                "(written by save_pretrained), or run once online to fill the cache"
+            ) from err
+        raise FileNotFoundError(
+            f"the {what} ({setting}={source}) cannot be loaded from the Hugging Face Hub: {reason}; "
+            f"check the name, or give a local copy: {setting}=<local folder>"
+        ) from err
+
+
 def build_model(spec: ModelSpec, head: Head = "base", **config_overrides: Any) -> nn.Module:
-    """Instantiate the model for `spec` with a task `head` (e.g. ``num_labels=5`` as an override)."""
+    """Instantiate the model for `spec` with a task `head` (e.g. ``num_labels=5`` as an override).
+
+    Raises:
+        FileNotFoundError, ValueError: weights that cannot be loaded (offline and not cached, no such
+            folder), as one line saying how to give a local folder instead (see `from_source`).
+    """
     cls = _model_class(spec.family, head)
     if spec.source == "scratch":
         return cls(_scratch_config(spec, config_overrides))  # type: ignore[no-any-return]
-    return cls.from_pretrained(  # type: ignore[no-any-return]
-        resolve_source(spec.source), revision=spec.revision, **config_overrides
+    # float32 whatever the checkpoint stores (transformers 5 loads "auto", e.g. fp16 Hub weights): the
+    # teacher trains under mixed precision, which needs fp32 weights; timing casts its own copies.
+    what = f"weights of model {spec.name!r}"
+    return from_source(  # type: ignore[no-any-return]
+        cls.from_pretrained,
+        spec.source,
+        what,
+        "model.source",
+        revision=spec.revision,
+        dtype=torch.float32,
+        **config_overrides,
     )
 
 
@@ -138,7 +205,8 @@ def build_tokenizer(spec: ModelSpec, cache_dir: str | Path | None = None) -> Any
         return load_or_train_bpe(source, cache_dir)
     if source == "scratch":
         raise ValueError(f"model {spec.name!r} is built from scratch; set its `tokenizer` to a real one")
-    tok = transformers.AutoTokenizer.from_pretrained(resolve_source(source))
+    setting = "model.tokenizer" if spec.tokenizer else "model.source"
+    tok = from_source(transformers.AutoTokenizer.from_pretrained, source, f"tokenizer of model {spec.name!r}", setting)
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     return tok

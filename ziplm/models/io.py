@@ -15,6 +15,7 @@ expressed because head_dim is derived from hidden/num_heads, and removed sublaye
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import safetensors.torch
+import torch
 import transformers
 from torch import nn
 from transformers import AutoConfig
@@ -38,6 +40,7 @@ WEIGHTS = "model.safetensors"
 MANIFEST = "ziplm.json"
 STRUCTURE_TABLE = "structure.md"
 REQUIRED_FILES = (WEIGHTS, "config.json", MANIFEST)
+SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _sha256(path: Path) -> str:
@@ -95,15 +98,35 @@ def _manifest(model: nn.Module, structure: Structure, family: str, weights_sha: 
     }
 
 
-def save_pruned(model: Any, structure: Structure, directory: str | os.PathLike[str], tokenizer: Any = None) -> Path:
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    floating = [p.dtype for p in model.parameters() if p.is_floating_point()]
+    return floating[0] if floating else torch.float32
+
+
+def save_pruned(
+    model: Any,
+    structure: Structure,
+    directory: str | os.PathLike[str],
+    tokenizer: Any = None,
+    dtype: str | None = None,
+) -> Path:
     """Write a pruned model folder atomically; returns its path.
 
     Args:
-        model: an HF model whose surgery state is `structure` (checked).
+        model: an HF model whose surgery state is `structure` (checked); never moved or cast.
         structure: the structure the model carries (`apply_structure` records it).
         directory: destination; an existing ziplm folder there is replaced, anything else refused.
         tokenizer: optional HF tokenizer saved alongside, so the folder is self-contained.
+        dtype: weights' dtype on disk (``float32`` | ``bfloat16`` | ``float16``; default: the model's own),
+            recorded in ``ziplm.json`` and used by `load_pruned`. A model on a GPU or in another dtype is
+            written from a CPU copy.
     """
+    if dtype is not None and dtype not in SAVE_DTYPES:
+        raise ValueError(f"unknown save dtype {dtype!r}; choose one of {sorted(SAVE_DTYPES)}")
+    wanted = SAVE_DTYPES[dtype] if dtype is not None else _model_dtype(model)
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    if not on_cpu or _model_dtype(model) != wanted:
+        model = copy.deepcopy(model).to(device="cpu", dtype=wanted)
     adapter = adapter_for(model)
     carried = current_structure(model, adapter.dims(model))
     if carried != structure:
@@ -124,6 +147,7 @@ def save_pruned(model: Any, structure: Structure, directory: str | os.PathLike[s
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         manifest = _manifest(model, structure, adapter.family, _sha256(tmp / WEIGHTS))
+        manifest["dtype"] = str(wanted).removeprefix("torch.")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         counts = sublayer_parameter_counts(structure.dims, structure)
         (tmp / STRUCTURE_TABLE).write_text(_structure_table(structure, counts))
@@ -166,8 +190,12 @@ def _untied_missing(model: nn.Module, missing: list[str]) -> list[str]:
     return [k for k in missing if k not in partner or partner[k] in missing]
 
 
-def load_pruned(directory: str | os.PathLike[str], device: str = "cpu") -> nn.Module:
-    """Rebuild the exact pruned model saved by `save_pruned`, offline, in eval mode."""
+def load_pruned(directory: str | os.PathLike[str], device: str = "cpu", dtype: str | None = None) -> nn.Module:
+    """Rebuild the exact pruned model saved by `save_pruned`, offline, in eval mode.
+
+    `dtype` defaults to the dtype recorded in ``ziplm.json`` (float32 for folders from before it was recorded),
+    so a folder reloads bit for bit.
+    """
     folder = Path(directory)
     manifest = _read_manifest(folder)
     if _sha256(folder / WEIGHTS) != manifest["weights_sha256"]:
@@ -185,7 +213,7 @@ def load_pruned(directory: str | os.PathLike[str], device: str = "cpu") -> nn.Mo
         raise ValueError(f"unknown architecture {manifest['architecture']!r} in {folder / MANIFEST}")
     setattr(config, STRUCTURE_CONFIG_KEY, None)  # build dense first, then cut to the saved shape
     with no_init_weights():
-        model = model_cls(config)
+        model = model_cls(config).to(SAVE_DTYPES[str(manifest.get("dtype", "float32"))])
     model.tie_weights()  # construction outside from_pretrained leaves tied embeddings separate
     adapter_for_family(manifest["family"]).apply_structure(model, structure)
     missing, unexpected = safetensors.torch.load_model(model, folder / WEIGHTS, strict=False, device=device)
@@ -194,4 +222,7 @@ def load_pruned(directory: str | os.PathLike[str], device: str = "cpu") -> nn.Mo
         raise ValueError(
             f"{folder / WEIGHTS} does not match the saved structure: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
-    return model.to(device).eval()
+    saved = SAVE_DTYPES[str(manifest.get("dtype", "float32"))]
+    if dtype is not None and dtype not in SAVE_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(SAVE_DTYPES)}")
+    return model.to(device=device, dtype=SAVE_DTYPES[dtype] if dtype is not None else saved).eval()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import torch
 from omegaconf import DictConfig
 
 from ziplm.core.distill import DistillWeights
@@ -19,6 +20,7 @@ from ziplm.latency.measure import Environment
 from ziplm.models.build import ModelSpec, build_tokenizer
 from ziplm.pipelines.common import environment, model_spec, task_head, to_dict
 from ziplm.pipelines.outputs import run_dir
+from ziplm.pipelines.placement import eval_precision, run_device
 from ziplm.pruning.database_builder import DatabaseSettings
 
 
@@ -41,6 +43,20 @@ class RunContext:
     eval_features: datasets.Dataset
 
     @property
+    def device(self) -> torch.device:
+        """Where the teacher, members, calibration and evaluation live (the trainer's accelerator)."""
+        return run_device(self.trainer)
+
+    @property
+    def eval_precision(self) -> str:
+        """One declared precision for the dense row and every member (``trainer.eval_precision``)."""
+        return eval_precision(self.trainer)
+
+    @property
+    def member_dtype(self) -> str:
+        return str(self.schedule["member_dtype"])
+
+    @property
     def targets(self) -> list[float]:
         return [float(t) for t in self.schedule["targets"]]
 
@@ -53,6 +69,7 @@ class RunContext:
             ffn_grid_ratio=float(s["ffn_grid_ratio"]),
             ffn_round_to=int(s["ffn_round_to"]),
             method=str(s["method"]),
+            seed=int(self.cfg.seed),
         )
 
     @property
@@ -105,6 +122,7 @@ def build_context(cfg: DictConfig) -> RunContext:
     task_head(cfg)
     env = environment(cfg)
     env.validate()
+    run_device(to_dict(cfg.trainer))  # a GPU trainer on a machine without one fails here, before any data
     spec = model_spec(cfg)
     tokenizer = build_tokenizer(spec, cache_dir=str(cfg.cache_dir))
     splits = load_splits(task, seed=int(cfg.seed))

@@ -63,7 +63,7 @@ def choose(
     space = search_space(database, latency.table, latency.num_layers)
 
     def loss(choice: Choice) -> float:
-        return task_loss(stitch(model, database, choice), loss_batches)
+        return task_loss(stitch(model, database, choice), loss_batches, ctx.eval_precision)
 
     choice, result = search_target(
         space,
@@ -130,10 +130,17 @@ def distill(
     if epochs <= 0:
         return
     rate = float(ctx.schedule["learning_rate"])
-    module = ZipLMModule(student, teacher, ctx.distill_weights, learning_rate=rate, layer_pairs=layer_pairs)
+    module = ZipLMModule(
+        student,
+        teacher,
+        ctx.distill_weights,
+        learning_rate=rate,
+        layer_pairs=layer_pairs,
+        regression=ctx.task.kind == "regression",
+    )
     data = TaskDataModule(ctx.train_features, None, int(ctx.trainer["batch_size"]), int(ctx.trainer["eval_batch_size"]))
     make_trainer(ctx.trainer, ctx.out / "stages" / stage, logger=logger, max_epochs=epochs).fit(module, datamodule=data)
-    student.eval()
+    student.to(ctx.device).eval()  # Lightning's teardown leaves the trained module on the CPU
 
 
 def finish_member(
@@ -146,10 +153,11 @@ def finish_member(
 ) -> dict[str, Any]:
     """Evaluate, measure against the dense model, and save a member with its record."""
     started = time.perf_counter()
-    metrics = evaluate(pruned, ctx.task, ctx.eval_examples, ctx.eval_features, int(ctx.trainer["eval_batch_size"]))
+    batch = int(ctx.trainer["eval_batch_size"])
+    metrics = evaluate(pruned, ctx.task, ctx.eval_examples, ctx.eval_features, batch, precision=ctx.eval_precision)
     measured = interleaved_speedups(dense, [pruned], ctx.env, int(ctx.schedule["speedup_rounds"]))[0]
     structure = Structure.from_dict(pruned.config.ziplm_structure)
-    folder = save_pruned(pruned, structure, member_dir(ctx, target), tokenizer=ctx.tokenizer)
+    folder = save_pruned(pruned, structure, member_dir(ctx, target), tokenizer=ctx.tokenizer, dtype=ctx.member_dtype)
     record = {
         "member": f"{target:g}x",
         "target_speedup": target,
@@ -160,6 +168,8 @@ def finish_member(
         "heads_kept": [len(la.heads) for la in structure.layers],
         "neurons_kept": [len(la.neurons) for la in structure.layers],
         **{f"metric/{k}": v for k, v in metrics.items()},
+        "eval_precision": ctx.eval_precision,
+        "saved_dtype": ctx.member_dtype,
         **extra,
         "evaluate_measure_seconds": time.perf_counter() - started,
     }
@@ -181,4 +191,5 @@ def layerdrop_member(
 
 
 def reload_member(ctx: RunContext, target: float) -> Any:
-    return load_pruned(member_dir(ctx, target))
+    """A finished stage, back on the run's device in float32 (it trains further in a gradual run)."""
+    return load_pruned(member_dir(ctx, target), device=str(ctx.device), dtype="float32")

@@ -36,6 +36,7 @@ from ziplm.pipelines.family import (
     reload_member,
 )
 from ziplm.pipelines.latency import level_grids, print_self_check
+from ziplm.pipelines.placement import TeacherGuard
 from ziplm.pipelines.report import tracker_labels
 from ziplm.pipelines.teacher import check_teacher_head, head_kwargs, load_or_train_teacher
 from ziplm.pruning.baselines import FISHER_METHODS, LAYERDROP, METHODS
@@ -48,10 +49,12 @@ console = Console()
 
 
 class Phases:
-    """Wall time per phase, printed and kept in the report."""
+    """Wall time per phase, printed and kept in the report; `after` callbacks run when a phase ends
+    (the teacher guard checks the dense model after every phase)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.after: list[Callable[[str], None]] = []
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -60,6 +63,8 @@ class Phases:
         yield
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
         console.print(f"[dim]{name}: {self.seconds[name]:.1f} s[/dim]")
+        for callback in self.after:
+            callback(name)
 
 
 def _latency(ctx: RunContext, phases: Phases) -> LatencyModel:
@@ -79,6 +84,14 @@ def _latency(ctx: RunContext, phases: Phases) -> LatencyModel:
             f"targets {too_far} are unreachable in this environment: the maximum reachable speedup is "
             f"{format_speedup(latency.max_speedup)} (everything prunable removed)"
         )
+    hollow = [t for t in ctx.targets if t > latency.max_layer_preserving_speedup]
+    if hollow:
+        console.print(
+            f"[bold yellow]warning:[/bold yellow] targets {hollow} cannot keep a sublayer in every layer: above "
+            f"{format_speedup(latency.max_layer_preserving_speedup)} (the largest target that keeps at least one "
+            "attention or FFN block per layer) the search removes whole layers' blocks and the members are "
+            "mostly embeddings and head; lower schedule.targets unless that is what you want"
+        )
     return latency
 
 
@@ -91,12 +104,16 @@ def _head(ctx: RunContext) -> Any:
 def _dense_record(ctx: RunContext, teacher: Any) -> dict[str, Any]:
     path = ctx.out / "dense_metrics.json"
     if path.is_file():
-        return dict(json.loads(path.read_text()))
-    metrics = evaluate(teacher, ctx.task, ctx.eval_examples, ctx.eval_features, int(ctx.trainer["eval_batch_size"]))
+        saved = dict(json.loads(path.read_text()))
+        if saved.get("eval_precision") == ctx.eval_precision:
+            return saved
+    batch = int(ctx.trainer["eval_batch_size"])
+    metrics = evaluate(teacher, ctx.task, ctx.eval_examples, ctx.eval_features, batch, precision=ctx.eval_precision)
     record = {
         "member": "dense",
         "parameters": count_parameters(teacher),
         **{f"metric/{k}": v for k, v in metrics.items()},
+        "eval_precision": ctx.eval_precision,
     }
     path.write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -195,7 +212,10 @@ def run_prune(cfg: DictConfig) -> None:
     with phases("dense teacher"):
         teacher, cached = load_or_train_teacher(ctx, tracker.lightning_logger)
         console.print("reused cached teacher" if cached else "fine-tuned and cached the teacher")
+        guard = TeacherGuard(teacher)  # from here on, every phase must leave the teacher as it is now
         dense = _dense_record(ctx, teacher)
+    guard.check("dense teacher")
+    phases.after.append(guard.check)
     tracker.log_member(dense, step=0)
     seed, method = int(cfg.seed), ctx.database_settings.method
     labelled = method in FISHER_METHODS  # Fisher importances are gradients of the task loss
@@ -227,6 +247,8 @@ def _report(ctx: RunContext, dense: dict[str, Any], members: list[dict[str, Any]
     phase_notes = [f"{name}: {seconds:.1f} s" for name, seconds in phases.seconds.items()]
     notes = [
         f"environment: {ctx.env.device} {ctx.env.dtype}, batch {ctx.env.batch_size} × seq {ctx.env.seq_length}",
+        f"evaluation: dense model and members alike in precision {ctx.eval_precision} on {ctx.device}; "
+        f"members saved as {ctx.member_dtype}; training precision {ctx.trainer['precision']}",
         "measured speedup: end-to-end, dense and member timed interleaved; deviation = measured/target − 1",
         "predicted: the latency table's speedup for the kept structure; when a pick's measured speedup missed "
         f"its target by more than {100 * float(ctx.schedule['speedup_tolerance']):g}%, the search ran again at a "

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 import transformers
 
 from ziplm.eval.evaluate import Evaluator
@@ -68,7 +69,7 @@ def load_or_train_teacher(ctx: RunContext, logger: Any = False) -> tuple[Any, bo
     folder = teacher_dir(ctx)
     head = task_head(ctx.cfg)
     if (folder / "config.json").is_file():
-        return _load_cached(folder).eval(), True
+        return _load_cached(folder).to(ctx.device).eval(), True
     check_teacher_head(ctx)
     model: Any = build_model(ctx.spec, head, **head_kwargs(ctx))
     epochs = float(ctx.schedule["teacher_epochs"])
@@ -88,10 +89,10 @@ def load_or_train_teacher(ctx: RunContext, logger: Any = False) -> tuple[Any, bo
     ctx.tokenizer.save_pretrained(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
-    return model.eval(), False
+    return model.to(ctx.device).eval(), False
 
 
 def _load_cached(folder: Path) -> Any:
     config = transformers.AutoConfig.from_pretrained(folder)
     cls = getattr(transformers, config.architectures[0])
-    return cls.from_pretrained(folder)
+    return cls.from_pretrained(folder, dtype=torch.float32)  # the teacher is always fp32 (mixed precision autocasts)

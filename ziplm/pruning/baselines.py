@@ -62,7 +62,7 @@ def magnitude_solver(
 
 
 def random_solver(seed: int) -> Solver:
-    """Drop groups in a seeded random order."""
+    """Drop groups in a random order drawn from `seed` (the same seed, the same order)."""
 
     def solve(W: torch.Tensor, H: torch.Tensor, group_size: int, keep_counts: Sequence[int], damp: float) -> ObsResult:
         gen = torch.Generator().manual_seed(seed)
@@ -77,7 +77,18 @@ def obs_solver(W: torch.Tensor, H: torch.Tensor, group_size: int, keep_counts: S
     return prune_groups(W, H, group_size, keep_counts, damp=damp)
 
 
-SOLVERS: dict[str, Solver] = {"obs": obs_solver, "magnitude": magnitude_solver, "random": random_solver(0)}
+def _unseeded(solver: Solver) -> Callable[[int], Solver]:
+    return lambda _seed: solver
+
+
+# Method name -> seed -> solver. Only the random baseline uses the seed: the database builder passes one
+# derived from the run's seed and the sublayer, so runs with different seeds select different structures.
+SOLVERS: dict[str, Callable[[int], Solver]] = {
+    "obs": _unseeded(obs_solver),
+    "magnitude": _unseeded(magnitude_solver),
+    "random": random_solver,
+}
+SEEDED_METHODS: tuple[str, ...] = ("random",)  # whose database depends on the seed (it is in their fingerprint)
 # Kwon et al. 2022: Fisher mask search with least-squares mask tuning, or with binary masks only.
 FISHER_METHODS: tuple[str, ...] = ("fisher", "fisher-norescale")
 LAYERDROP = "layerdrop"  # DistilBERT/DistilGPT2-style students: whole layers dropped, no levels database

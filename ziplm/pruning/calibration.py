@@ -57,6 +57,8 @@ def capture(
 ) -> CalibrationStats:
     """Run `batches` (dicts of model inputs, with ``attention_mask``) and collect statistics.
 
+    Batches are moved to the model's device (a GPU run keeps its calibration set in host memory).
+
     Raises:
         ValueError: if the calibration set is empty or holds no non-padding token.
     """
@@ -64,6 +66,7 @@ def capture(
     if not batch_list:
         raise ValueError("the calibration set is empty: give at least one batch of calibration samples")
     modules = _projections(model, layers)
+    device = next(model.parameters()).device
     names = {key: f"{key[0]}.{key[1]}" for key in modules}
     energy = dict.fromkeys(modules, 0.0)
     was_training = model.training
@@ -80,7 +83,8 @@ def capture(
         try:
             with torch.no_grad(), Progress(disable=not show_progress, transient=True) as progress:
                 task = progress.add_task("calibration forward passes", total=len(batch_list))
-                for batch in batch_list:
+                for cpu_batch in batch_list:
+                    batch = {k: v.to(device) for k, v in cpu_batch.items()}  # calibration data lives on the CPU
                     token_mask.set(batch.get("attention_mask"))
                     model(**batch)
                     progress.advance(task)

@@ -22,8 +22,15 @@ from ziplm.core.levels import ffn_levels, head_levels
 from ziplm.core.structure import ModelDims, Structure
 from ziplm.models.adapter import SUBLAYERS, Sublayer, current_structure, get_output_weight
 from ziplm.models.registry import adapter_for
-from ziplm.pruning.baselines import FISHER_METHODS, SOLVERS, Solver, obs_solver
+from ziplm.pruning.baselines import FISHER_METHODS, SEEDED_METHODS, SOLVERS, Solver, obs_solver
 from ziplm.pruning.calibration import ProjectionStats, capture
+
+# Version of what a build stores, recorded in every fingerprint: bump it whenever a change to a solver
+# (OBS, the baselines, Fisher), the error formula or the level grids changes the stored levels, so that a
+# resumed run refuses levels computed by older code instead of mixing them in.
+#   levels-v1: manifests written before this version was recorded.
+#   levels-v2: the random baseline draws from the run's seed, independently per layer and sublayer.
+DATABASE_FORMAT = "levels-v2"
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class DatabaseSettings:
     ffn_grid_ratio: float = 0.9
     ffn_round_to: int = 1
     method: str = "obs"  # obs = ZipLM; magnitude / random / fisher / fisher-norescale are baselines
+    seed: int = 0  # the run's seed: draws the random baseline's structures (no effect on other methods)
 
 
 def _digest_tensors(tensors: Sequence[torch.Tensor]) -> str:
@@ -64,7 +72,14 @@ def fingerprint(
         ffn_group_size=settings.ffn_group_size,
         dims=dims.to_dict(),
         method=settings.method,
+        version=DATABASE_FORMAT,
+        seed=settings.seed if settings.method in SEEDED_METHODS else None,
     )
+
+
+def sublayer_seed(seed: int, layer: int, sublayer: str) -> int:
+    """A seed for one sublayer's random draw, derived from the run's: every sublayer draws independently."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{layer}/{sublayer}".encode()).digest()[:8], "little") >> 1
 
 
 def _ffn_grid(dims: ModelDims, settings: DatabaseSettings) -> list[int]:
@@ -204,5 +219,5 @@ def _layer_sublayer(
         kept, grid, width, group = layer_structure.neurons, fp.ffn_levels, 1, settings.ffn_group_size
     removed = adapter.output_projection(model, layer, sublayer) is None
     weight = torch.zeros(dims.hidden_size, 0) if removed else get_output_weight(adapter, model, layer, sublayer)
-    solver = SOLVERS[settings.method]
+    solver = SOLVERS[settings.method](sublayer_seed(settings.seed, layer, sublayer))
     return _sublayer_entries(weight, stats.get((layer, sublayer)), kept, grid, width, group, settings.damp, solver)

@@ -66,6 +66,8 @@ def search_target(
 ) -> tuple[Choice, SearchResult | None]:
     """Per-layer sizes for `target` speedup: plain DP, or SPDY when a task `loss_fn` is given.
 
+    SPDY's log records, for every candidate, its predicted time and the speedup `latency` predicts for it.
+
     Raises:
         UnreachableTargetError: the target exceeds what removing every prunable module can give.
     """
@@ -80,6 +82,7 @@ def search_target(
         random_starts=random_starts,
         local_steps=local_steps,
         seed=seed,
+        speedup_of=lambda unit_time: latency.base_time / (latency.overhead + unit_time),
     )
     return space.choice(result.choice), result
 
