@@ -91,7 +91,7 @@ def device_name(device: str) -> str:
 def environment_fingerprint(
     env: Environment, model: nn.Module, head_levels: Sequence[int], ffn_levels: Sequence[int]
 ) -> dict[str, Any]:
-    """Everything a table's timings depend on (the attention kernel too: sdpa and eager time differently)."""
+    """Everything a table's timings depend on, compared key by key on reuse (sdpa and eager attention differ)."""
     import transformers
 
     env.apply()
