@@ -197,9 +197,10 @@ def test_interleaved_samples_are_per_round_and_stop_at_the_time_cap() -> None:
     assert [len(s) for s in samples] == [6, 6]
 
 
-# Two models over four rounds; by hand: model 0's median is (2 + 3) / 2 = 2.5; model 1's per-round ratios
-# are 0.3, 0.9, 0.75, 0.8, median (0.75 + 0.8) / 2 = 0.775 (its ratio of medians would be 2.1 / 2.5 = 0.84).
-SAMPLES = [[1.0, 2.0, 4.0, 3.0], [0.3, 1.8, 3.0, 2.4]]
+# Two models over four rounds; by hand: model 0's median is (2 + 3) / 2 = 2.5 (its mean: 3); model 1's
+# per-round ratios are 0.3, 0.9, 0.75, 0.8, median (0.75 + 0.8) / 2 = 0.775 (their mean: 0.6875; its ratio
+# of medians would be 2.1 / 2.5 = 0.84).
+SAMPLES = [[1.0, 2.0, 6.0, 3.0], [0.3, 1.8, 4.5, 2.4]]
 
 
 def test_relative_to_first_is_the_median_of_per_round_ratios() -> None:
@@ -215,9 +216,7 @@ def test_interleaved_medians_and_speedups_summarise_the_samples(monkeypatch: pyt
         return [list(s) for s in SAMPLES]
 
     monkeypatch.setattr(measure, "interleaved_samples", given)
-    assert measure.interleaved_medians([_Sleeper(0), _Sleeper(0)], QUICK, rounds=4) == pytest.approx(
-        [2.5, 2.5 * 0.775]
-    )
+    assert measure.interleaved_medians([_Sleeper(0), _Sleeper(0)], QUICK, rounds=4) == pytest.approx([2.5, 2.5 * 0.775])
     assert measure.interleaved_speedups(_Sleeper(0), [_Sleeper(0)], QUICK, rounds=4) == pytest.approx([1 / 0.775])
 
 

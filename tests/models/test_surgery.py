@@ -98,9 +98,34 @@ def _reference_forward(model: nn.Module, ids: torch.Tensor, structure: Structure
         return x if is_bert else base.ln_f(x)
 
 
+def _randomize_layer_norms(model: nn.Module) -> None:
+    """Trained-looking LayerNorms: with HF's init (weight 1, bias 0) LayerNorm(LayerNorm(x)) = LayerNorm(x), so
+    a post-LN sublayer with zero weights would pass for a removed one on an untrained model."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.weight.normal_(1.0, 0.5)
+                module.bias.normal_(0.0, 0.5)
+
+
+def _zero_removed_sublayers(model: nn.Module, structure: Structure) -> nn.Module:
+    """A copy in which every removed sublayer is "weights 0, bias 0" instead (its output projection zeroed)."""
+    zeroed = copy.deepcopy(model)
+    adapter = adapter_for(zeroed)
+    with torch.no_grad():
+        for i, layer in enumerate(structure.layers):
+            for sublayer, removed in (("attention", layer.attention_removed), ("ffn", layer.ffn_removed)):
+                if removed:
+                    projection = adapter.output_projection(zeroed, i, sublayer)
+                    projection.weight.zero_()
+                    projection.bias.zero_()
+    return zeroed
+
+
 @pytest.mark.parametrize("spec", [TINY_BERT, TINY_GPT2])
 def test_module_removal_is_identity(spec: ModelSpec) -> None:
     model = _model(spec, "base" if spec.family == "bert" else "lm")
+    _randomize_layer_norms(model)
     dims = adapter_for(model).dims(model)
     ids, _ = token_batch(pad_from=None)
     dense = Structure.dense(dims)
@@ -113,12 +138,17 @@ def test_module_removal_is_identity(spec: ModelSpec) -> None:
         dims, [[], all_heads, []], [all_neurons, [], []]
     )  # layer 0: attention gone; layer 1: FFN gone; layer 2: both gone
     want = _reference_forward(model, ids, structure)
+    zeroed = _zero_removed_sublayers(model, structure)
     adapter_for(model).apply_structure(model, structure)
     got = _outputs(model, ids, None)[-1 if spec.family == "bert" else -2]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-    # A removed sublayer is not "weights 0, bias 0": for post-LN BERT that would still apply LayerNorm.
+    # A removed sublayer is not "weights 0, bias 0": for post-LN BERT that would still apply LayerNorm
+    # (x -> LayerNorm(x + 0)); for pre-LN GPT-2 a zero branch adds nothing, so there the two agree.
+    as_zeros = _outputs(zeroed, ids, None)[-1 if spec.family == "bert" else -2]
     if spec.family == "bert":
-        assert not torch.allclose(want, _reference_forward(_model(spec, "base"), ids, dense), atol=1e-3)
+        assert (got - as_zeros).abs().max() > 0.1
+    else:
+        torch.testing.assert_close(got, as_zeros, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(("spec", "head"), CASES)

@@ -105,15 +105,63 @@ def test_gradual_family_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         "schedule.spdy_random_starts=1",
         "schedule.spdy_local_steps=1",
     ]
+    built_on, stitched = _record_stages(monkeypatch)
     _run(tmp_path, out, gradual, monkeypatch)
     records = _check_family(out, [1.5, 2.0])
     # Later stages re-prune earlier ones: kept counts never grow.
     assert all(b <= a for a, b in zip(records[0]["neurons_kept"], records[1]["neurons_kept"], strict=True))
+    # Stage 2's database is built on stage 1's *distilled* model (the saved 1.5x member), not on the teacher
+    # (stage 1's database input) nor on stage 1's stitch before distillation.
+    member = _state(load_pruned(out / "family" / "1.5x"))
+    assert len(built_on) == len(stitched) == 2
+    _assert_same_weights(built_on[1], member)
+    assert _differs(built_on[1], stitched[0]) and _differs(built_on[1], built_on[0])
     first = (out / "family" / "1.5x" / "metrics.json").stat().st_mtime_ns
     (out / "family" / "2x" / "metrics.json").unlink()
+    built_on.clear()
     _run(tmp_path, out, gradual, monkeypatch)
     assert (out / "family" / "1.5x" / "metrics.json").stat().st_mtime_ns == first
     _check_family(out, [1.5, 2.0])
+    assert len(built_on) == 1  # resumed: only stage 2 is built, on the reloaded 1.5x member
+    _assert_same_weights(built_on[0], member)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _record_stages(monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict], list[dict]]:
+    """Wrap the real `build_database` and `stitch` of the pipeline to record the weights of the model each
+    database is built on and of each freshly stitched model (before any distillation)."""
+    built_on: list[dict[str, torch.Tensor]] = []
+    stitched: list[dict[str, torch.Tensor]] = []
+    real_build, real_stitch = prune.build_database, prune.stitch
+
+    def build_database(model: torch.nn.Module, *args: object, **kwargs: object) -> object:
+        built_on.append(_state(model))
+        return real_build(model, *args, **kwargs)
+
+    def stitch(*args: object, **kwargs: object) -> torch.nn.Module:
+        model = real_stitch(*args, **kwargs)
+        stitched.append(_state(model))
+        return model
+
+    monkeypatch.setattr(prune, "build_database", build_database)
+    monkeypatch.setattr(prune, "stitch", stitch)
+    return built_on, stitched
+
+
+def _assert_same_weights(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+    assert sorted(got) == sorted(want)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=0, rtol=0, msg=key)
+
+
+def _differs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Some weight differs in shape or by more than rounding."""
+    return sorted(a) != sorted(b) or any(
+        a[k].shape != b[k].shape or not torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a
+    )
 
 
 def test_members_missing_their_measured_target_are_searched_again(

@@ -45,8 +45,6 @@ EXPORT_FORMATS = ("onnx", "hf")  # ziplm.pipelines.export.FORMATS
 MODEL_COMMANDS = ("run", "prune", "latency", "smoke")
 SEED_LIMIT = 2**32 - 1  # numpy / Lightning seeds
 
-_UNSET = object()
-
 
 def _show(value: Any) -> str:
     if value is None:
@@ -76,8 +74,8 @@ class _Group:
     def key(self, key: str) -> str:
         return f"{self.name}.{key}" if self.name else key
 
-    def fail(self, key: str, requirement: str, example: Any, value: Any = _UNSET) -> NoReturn:
-        value = self.values.get(key) if value is _UNSET else value
+    def fail(self, key: str, requirement: str, example: Any) -> NoReturn:
+        value = self.values.get(key)
         raise ValueError(f"{self.key(key)} must be {requirement}, got {_show(value)}; e.g. {self.key(key)}={example}")
 
     def integer(self, key: str, minimum: int, example: Any, *, optional: bool = False, note: str = "") -> int | None:
@@ -147,6 +145,20 @@ def validate_config(cfg: DictConfig) -> None:
         values = model if group == "model" else _plain(cfg, group)
         if values is not None:
             check(values)
+    if command == "compress":
+        _check_int8_environment(cfg)
+
+
+def _check_int8_environment(cfg: DictConfig) -> None:
+    """``ziplm compress``: INT8 dynamic quantization is timed in PyTorch eager on CPU with float32 activations."""
+    if not cfg.compression.int8:
+        return
+    hardware = f"{cfg.hardware.device}/{cfg.hardware.engine}/{cfg.hardware.dtype}"
+    if hardware != "cpu/eager/float32":
+        raise ValueError(
+            "compression.int8=true must run on hardware cpu/eager/float32 (INT8 dynamic quantization is a "
+            f"PyTorch CPU kernel), got hardware {cfg.hardware.name} = {hardware}; e.g. hardware=cpu"
+        )
 
 
 def _check_top(cfg: DictConfig) -> None:
@@ -328,8 +340,8 @@ def _check_trainer(values: Mapping[str, Any]) -> None:
         g.limit("devices", 1, "every device")
     g.integer("num_nodes", 1, 1)
     precision_note = (
-        " (members keep float32 weights while they train: mixed precision autocasts the math, *-true half "
-        "precision would cast the weights; half-precision members on disk: schedule.member_dtype)"
+        " (members train in float32 weights: *-mixed autocasts the math, *-true would cast the weights to half "
+        "precision; to save half-precision members set schedule.member_dtype)"
     )
     precision = values.get("precision")
     if precision not in PRECISIONS:
