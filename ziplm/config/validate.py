@@ -12,14 +12,11 @@ its source. Checks that need the machine (CUDA present, a C++ compiler, onnxrunt
 
 from __future__ import annotations
 
-import functools
-import importlib.util
+import importlib
 import itertools
 import math
 import re
-import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
@@ -229,22 +226,9 @@ def _check_task(values: Mapping[str, Any], dims: Mapping[str, Any]) -> None:
     spec_module.TaskSpec.from_mapping(values)  # text_keys, label_key, data_files: the data layer's own rules
 
 
-@functools.cache
 def _task_spec_module() -> Any:
-    """``ziplm/data/spec.py`` without ``ziplm.data``'s package imports (torch, datasets: over a second).
-
-    The module is plain Python; loaded on its own it gives the same `TaskSpec` rules in milliseconds.
-    """
-    loaded = sys.modules.get("ziplm.data.spec")
-    if loaded is not None:
-        return loaded
-    path = Path(__file__).resolve().parents[1] / "data" / "spec.py"
-    spec = importlib.util.spec_from_file_location("ziplm.config._task_spec", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building the class
-    spec.loader.exec_module(module)
-    return module
+    """``ziplm.data.spec``: plain Python (``ziplm.data`` loads its heavy modules lazily)."""
+    return importlib.import_module("ziplm.data.spec")
 
 
 def _check_hardware(values: Mapping[str, Any], dims: Mapping[str, Any]) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ import datasets
 import torch
 from omegaconf import DictConfig
 
+from ziplm.config.validate import validate_config
 from ziplm.core.distill import DistillWeights
 from ziplm.data.features import build_features
 from ziplm.data.sources import load_splits
@@ -83,40 +82,10 @@ class RunContext:
         )
 
 
-def check_targets(targets: list[float], schedule: str) -> None:
-    """Targets must be finite speedups > 1; a gradual schedule needs them strictly increasing."""
-    if not targets:
-        raise ValueError(f"schedule {schedule!r} has an empty target list; set schedule.targets=[2,3,...]")
-    bad = [t for t in targets if not math.isfinite(t) or t <= 1.0]
-    if bad:
-        raise ValueError(f"speedup targets must be finite and > 1, got {bad}")
-    if schedule == "gradual" and any(b <= a for a, b in itertools.pairwise(targets)):
-        raise ValueError(f"gradual targets must be strictly increasing (each stage prunes further), got {targets}")
-    if len(set(targets)) != len(targets):
-        raise ValueError(f"speedup targets contain duplicates: {targets}")
-
-
-def check_speedup_loop(schedule: dict[str, Any]) -> None:
-    """The measured-speedup loop's settings: a tolerance in [0, 1) and a non-negative retry count."""
-    tolerance, corrections = float(schedule["speedup_tolerance"]), int(schedule["speedup_corrections"])
-    if not 0 <= tolerance < 1:
-        raise ValueError(
-            f"schedule.speedup_tolerance must be a fraction in [0, 1) (0.03 = measured within 3% of the target), "
-            f"got {tolerance}"
-        )
-    if corrections < 0:
-        raise ValueError(f"schedule.speedup_corrections must be >= 0 (0 = trust the latency table), got {corrections}")
-    if int(schedule["speedup_rounds"]) < 1:
-        raise ValueError(f"schedule.speedup_rounds must be >= 1, got {schedule['speedup_rounds']}")
-
-
 def build_context(cfg: DictConfig) -> RunContext:
     """Validate the config and load the data; fails fast with a clear message on bad input."""
+    validate_config(cfg)  # the CLI ran it already; a run started from Python gets the same checks
     schedule = to_dict(cfg.schedule)
-    check_targets([float(t) for t in schedule["targets"]], str(schedule["name"]))
-    check_speedup_loop(schedule)
-    if schedule["name"] not in ("oneshot", "gradual"):
-        raise ValueError(f"unknown schedule {schedule['name']!r}; choose oneshot or gradual")
     task_fields = to_dict(cfg.task)
     task = TaskSpec.from_mapping(task_fields)
     task_head(cfg)
