@@ -13,7 +13,7 @@ from torch import nn
 from tests.conftest import TINY_BERT, TINY_GPT2
 from ziplm.config.paths import compose
 from ziplm.core.structure import Structure
-from ziplm.latency import measure
+from ziplm.latency import engines, measure
 from ziplm.latency.measure import ENGINES, Environment, interleaved_samples, model_timer
 from ziplm.models import ModelSpec, adapter_for, build_model
 from ziplm.pipelines.common import environment
@@ -24,9 +24,9 @@ QUICK = {"batch_size": 2, "seq_length": 12, "warmup": 1, "repetitions": 2, "max_
 @pytest.fixture(autouse=True)
 def _fresh_engine_probe() -> Iterator[None]:
     """Engine availability is cached per process; tests that fake the machine must not leak into others."""
-    measure._engine_problem.cache_clear()
+    engines.engine_problem.cache_clear()
     yield
-    measure._engine_problem.cache_clear()
+    engines.engine_problem.cache_clear()
 
 
 def pruned(spec: ModelSpec, heads: list[list[int]], neurons: list[list[int]]) -> nn.Module:
@@ -75,7 +75,7 @@ def test_compile_timer_matches_eager_and_really_compiles() -> None:
     for model in (a, b):
         np.testing.assert_allclose(run_engine(model, "compile"), run_engine(model, "eager"), atol=1e-5, rtol=0)
     assert counters["stats"]["unique_graphs"] >= graphs + 2
-    assert torch._dynamo.config.recompile_limit >= measure.RECOMPILE_LIMIT
+    assert torch._dynamo.config.recompile_limit >= engines.RECOMPILE_LIMIT
     samples = interleaved_samples([a, b], Environment(engine="compile", **QUICK), rounds=2)  # type: ignore[arg-type]
     assert all(len(s) >= 2 and min(s) > 0 for s in samples)
 
@@ -86,7 +86,7 @@ def test_compile_engine_is_available_here_or_refused_clearly() -> None:
     Environment(engine="compile").validate()
     import torch._inductor.config as inductor_config
 
-    measure._engine_problem.cache_clear()
+    engines.engine_problem.cache_clear()
     no_compiler = inductor_config.patch({"cpp.cxx": ("no-such-compiler-here",)})
     with no_compiler, pytest.raises(ValueError, match="engine 'compile' needs a working C\\+\\+ compiler"):
         Environment(engine="compile").validate()

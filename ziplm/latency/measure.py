@@ -7,7 +7,6 @@ fingerprint: a table is only valid in the environment it was measured in.
 from __future__ import annotations
 
 import copy
-import functools
 import platform
 import statistics
 import time
@@ -21,6 +20,7 @@ from torch import nn
 
 from ziplm.core.latency import LatencyModel, LatencyTable
 from ziplm.latency.calibrate import check_choices, in_situ_times, smooth_anchors, through_anchors
+from ziplm.latency.engines import compiled_call, engine_problem, onnxruntime_call
 from ziplm.models.registry import adapter_for
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -65,7 +65,7 @@ class Environment:
             raise ValueError("float16 on CPU is not a deployment environment; use float32 or bfloat16")
         if self.batch_size < 1 or self.seq_length < 1:
             raise ValueError(f"batch_size and seq_length must be >= 1, got {self.batch_size}, {self.seq_length}")
-        problem = _engine_problem(self.engine, self.device, self.dtype)
+        problem = engine_problem(self.engine, self.device, self.dtype)
         if problem is not None:
             raise ValueError(problem)
 
@@ -144,10 +144,10 @@ def model_timer(model: nn.Module, env: Environment) -> Callable[[], object]:
     mask = torch.ones_like(ids)
     model = timing_copy(model, "cpu" if env.engine == "onnxruntime" else env.device, env.dtype)
     if env.engine == "onnxruntime":
-        return _onnxruntime_call(model, ids, mask, env)
+        return onnxruntime_call(model, ids, mask, env)
     ids, mask = ids.to(env.device), mask.to(env.device)
     if env.engine == "compile":
-        return _compiled_call(model, ids, mask)
+        return compiled_call(model, ids, mask)
     return lambda: model(input_ids=ids, attention_mask=mask)
 
 
@@ -358,102 +358,3 @@ def interleaved_speedups(dense: nn.Module, members: Sequence[nn.Module], env: En
     """Measured end-to-end speedup of each member over `dense`: median of per-round time ratios."""
     relative = relative_to_first(interleaved_samples([dense, *members], env, rounds))
     return [1.0 / r for r in relative[1:]]
-
-
-# Engines --------------------------------------------------------------------------------------------------
-RECOMPILE_LIMIT = 256  # compiled variants per model class and process (torch's default of 8 is too few)
-
-
-@functools.cache
-def _engine_problem(engine: str, device: str, dtype: str) -> str | None:
-    """Why `engine` cannot time `dtype` models on `device` on this machine; None when it can.
-
-    Cached: probing for a C++ compiler runs a subprocess, and `validate` is called before every timing.
-    """
-    if engine == "compile":
-        return _inductor_problem(device)
-    if engine == "onnxruntime":
-        return _onnxruntime_problem(device, dtype)
-    return None
-
-
-def _inductor_problem(device: str) -> str | None:
-    if device.startswith("cuda"):
-        from torch.utils._triton import has_triton
-
-        return None if has_triton() else "engine 'compile' on CUDA needs Triton (pip install triton); or engine=eager"
-    try:
-        from torch._inductor.cpp_builder import get_cpp_compiler
-
-        get_cpp_compiler()
-    except Exception as err:  # InvalidCxxCompiler, or an inductor that does not import on this platform
-        return (
-            f"engine 'compile' needs a working C++ compiler for TorchInductor on CPU ({type(err).__name__}: {err}); "
-            "install g++ (or point the CXX variable at one), or use engine=eager"
-        )
-    return None
-
-
-def _onnxruntime_problem(device: str, dtype: str) -> str | None:
-    try:
-        import onnxruntime as ort
-        import onnxscript  # noqa: F401  (torch.onnx.export(dynamo=True) needs it)
-    except ImportError as err:
-        return f"engine 'onnxruntime' needs onnxruntime, onnx, onnxscript ({err}); pip install onnxruntime onnxscript"
-    if dtype != "float32":
-        return f"engine 'onnxruntime' times float32 ONNX exports only, not {dtype}; set hardware.dtype=float32"
-    providers = ort.get_available_providers()
-    if device.startswith("cuda") and "CUDAExecutionProvider" not in providers:
-        return (
-            f"engine 'onnxruntime' on {device} needs onnxruntime's CUDAExecutionProvider "
-            f"(pip install onnxruntime-gpu); this onnxruntime has {providers}"
-        )
-    return None
-
-
-def _compiled_call(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> Callable[[], object]:
-    """The model under ``torch.compile``, compiled here (so no timed round pays for compilation).
-
-    Dynamo caches compiled code per *code object*, shared by every instance of a model class, and after
-    ``recompile_limit`` differently shaped members it silently runs eager: a latency table compiles
-    ~20 members, so the limit is raised, and hitting it while compiling is an error rather than a wrong timing.
-    """
-    import torch._dynamo
-
-    config: Any = torch._dynamo.config
-    for key in ("recompile_limit", "accumulated_recompile_limit", "cache_size_limit", "accumulated_cache_size_limit"):
-        if hasattr(config, key):  # torch < 2.6 names them cache_size_limit; newer ones keep those as aliases
-            setattr(config, key, max(int(getattr(config, key)), RECOMPILE_LIMIT))
-    compiled = torch.compile(model, dynamic=False)  # static shapes: what a deployment at this batch x seq runs
-
-    def call() -> object:
-        with torch.inference_mode():  # one grad mode for every call, so the compiled entry always matches
-            return compiled(input_ids=ids, attention_mask=mask)
-
-    strict = {k: True for k in ("fail_on_recompile_limit_hit",) if hasattr(config, k)}
-    with config.patch(strict):
-        call()
-    return call
-
-
-def _onnxruntime_call(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, env: Environment) -> Callable[[], Any]:
-    """Export `model` (a float32 CPU copy made by `model_timer`) to a temporary ONNX file and call an
-    onnxruntime session on numpy inputs.
-
-    The session holds the weights once created, so the file is deleted right away. Threads: ``env.threads``,
-    else torch's count, which is what the table's fingerprint records. On CUDA the inputs are copied from
-    host memory on every call, as a plain ``session.run`` user's are.
-    """
-    import tempfile
-    from pathlib import Path
-
-    from ziplm.deploy.onnx_export import export_onnx, max_positions, onnx_session
-
-    limit = max_positions(model) or env.seq_length
-    cuda = env.device.startswith("cuda")
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-    with tempfile.TemporaryDirectory(prefix="ziplm-onnx-") as tmp:
-        path = export_onnx(model, Path(tmp) / "model.onnx", seq_length=max(2, min(env.seq_length, limit)))
-        session = onnx_session(path, providers, env.threads or torch.get_num_threads())
-    feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
-    return lambda: session.run(None, feeds)
