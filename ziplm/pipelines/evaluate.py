@@ -16,6 +16,7 @@ from ziplm.models import build_tokenizer, count_parameters, load_pruned
 from ziplm.models.io import MANIFEST
 from ziplm.pipelines.common import model_spec, to_dict
 from ziplm.pipelines.outputs import run_dir
+from ziplm.pipelines.placement import eval_precision, run_device
 
 
 def run_evaluate(cfg: DictConfig) -> None:
@@ -25,7 +26,9 @@ def run_evaluate(cfg: DictConfig) -> None:
     folder = Path(str(cfg.checkpoint))
     if not (folder / MANIFEST).is_file():
         raise ValueError(f"{folder} is not a ziplm model folder (no {MANIFEST}); pass a family member folder")
-    model = load_pruned(folder)
+    trainer = to_dict(cfg.trainer)
+    device, precision = run_device(trainer), eval_precision(trainer)
+    model = load_pruned(folder, device=str(device), dtype="float32")  # scored as `ziplm run` scored it
     task = TaskSpec.from_mapping(to_dict(cfg.task))
     has_tokenizer = (folder / "tokenizer_config.json").is_file()
     tokenizer = None if has_tokenizer else build_tokenizer(model_spec(cfg), cache_dir=str(cfg.cache_dir))
@@ -38,8 +41,17 @@ def run_evaluate(cfg: DictConfig) -> None:
     for split in task.eval_splits:
         examples = splits[split]
         features = build_features(examples, tokenizer, task, train=False)
-        results[split] = evaluate(model, task, examples, features, int(cfg.trainer.eval_batch_size))
-    record = {"checkpoint": str(folder), "task": task.name, "parameters": count_parameters(model), "results": results}
+        results[split] = evaluate(
+            model, task, examples, features, int(cfg.trainer.eval_batch_size), precision=precision
+        )
+    record = {
+        "checkpoint": str(folder),
+        "task": task.name,
+        "parameters": count_parameters(model),
+        "eval_precision": precision,
+        "device": str(device),
+        "results": results,
+    }
     out = run_dir(cfg)
     (out / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
     Console().print_json(json.dumps(record))
