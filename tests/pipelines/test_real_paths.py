@@ -112,10 +112,8 @@ def recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
 def _run(tmp_path: Path, overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Recorder]:
     out = tmp_path / "run"
     monkeypatch.setattr(context_module, "run_dir", lambda cfg: out.mkdir(parents=True, exist_ok=True) or out)
-    cfg = compose(
-        ["experiment=smoke", "logger=none", *TINY_TIMING, f"output_root={tmp_path}", f"cache_dir={tmp_path / 'cache'}"]
-        + overrides
-    )
+    where = [f"output_root={tmp_path}", f"cache_dir={tmp_path / 'cache'}"]
+    cfg = compose(["experiment=smoke", "logger=none", *TINY_TIMING, *where, *overrides])
     with recording(monkeypatch) as recorder:
         prune.run_prune(cfg)
     return out, recorder
