@@ -19,7 +19,7 @@ import argparse
 
 import torch
 
-from ziplm.latency.calibrate import mixed_model
+from ziplm.latency.anchors import mixed_model
 from ziplm.latency.measure import Environment, interleaved_samples, relative_to_first
 from ziplm.models import ModelSpec, build_model
 

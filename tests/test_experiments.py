@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ziplm.config.paths import CONF_DIR, EXPERIMENTS_DIR, compose
 from ziplm.eval.metrics import METRICS
-from ziplm.pruning.baselines import METHODS
+from ziplm.pruning.methods import METHODS
 
 PRESETS = sorted(EXPERIMENTS_DIR.glob("*.yaml"))
 IDS = [p.stem for p in PRESETS]

@@ -1,4 +1,5 @@
-"""The core is pure torch + numpy: it must not depend on the framework shells around it."""
+"""Import boundaries: the core imports no framework; every layer of ziplm imports only the layers its row of
+`ALLOWED` names (an acyclic table); no two modules import each other, directly or around a circle."""
 
 from __future__ import annotations
 
@@ -53,3 +54,124 @@ def test_reports_do_not_load_the_metric_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------------------------------
+# Layers: what each top-level part of ziplm may import from the others (every import counts, including
+# those inside functions and under TYPE_CHECKING). `__main__` and `commands` are top-level modules.
+ROOT = Path(ziplm.__file__).parent
+LAYERS_BELOW_PIPELINES = (
+    "commands", "compress", "config", "core", "data", "deploy", "eval", "latency", "lit", "models", "pruning", "report",
+)  # fmt: skip
+ALLOWED: dict[str, set[str]] = {
+    "core": set(),  # pure torch + numpy
+    "data": set(),  # tasks as data: splits, features, builtin corpora
+    "commands": set(),  # the command table (strings only)
+    "config": {"commands"},  # validation checks `command=` against the table
+    "eval": {"data"},
+    "models": {"core"},  # a BPE tokenizer is handed its corpus by the caller (see EXCEPTIONS)
+    "compress": {"core", "models"},
+    "deploy": {"models"},
+    "pruning": {"core", "models"},
+    # latency -> deploy: the onnxruntime engine (engines.onnxruntime_call, imported lazily) must time the
+    # very graph `ziplm export` ships, so it uses deploy's exporter rather than a second one.
+    "latency": {"core", "models", "deploy"},
+    "lit": {"core", "data", "eval"},
+    "report": {"eval"},  # metric names/directions only (ziplm.eval.metric_info), never the metric libraries
+    "pipelines": set(LAYERS_BELOW_PIPELINES),
+    "__main__": {"commands", "config", "report"},  # pipelines are loaded by name (`Command.load`)
+}
+# Single imports outside the table, each with its reason; delete an entry once its import is gone.
+EXCEPTIONS: dict[tuple[str, str], str] = {}
+
+
+def _layer(path: Path) -> str:
+    parts = path.relative_to(ROOT).parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+def _module_name(path: Path) -> str:
+    parts = ("ziplm", *path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _ziplm_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, imported module) for every ziplm import of `path`; ``from ziplm.a import b`` gives
+    ``ziplm.a.b`` when b is a module, else ``ziplm.a``. Relative imports are resolved."""
+    package = _module_name(path) if path.stem == "__init__" else _module_name(path).rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.append((node.lineno, sub if _is_module(sub) else base))
+    return [(line, name) for line, name in found if name == "ziplm" or name.startswith("ziplm.")]
+
+
+def _is_module(name: str) -> bool:
+    rel = Path(*name.split(".")[1:])
+    return (ROOT / rel).with_suffix(".py").is_file() or (ROOT / rel / "__init__.py").is_file()
+
+
+def _sources() -> list[Path]:
+    return sorted(p for p in ROOT.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of `graph` (as a path a -> ... -> a), or None if a topological order exists."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_layer_table_is_acyclic_and_names_every_layer() -> None:
+    layers = {_layer(p) for p in _sources()} - {"__init__"}
+    assert set(ALLOWED) == layers, "every top-level package/module of ziplm needs a row in ALLOWED"
+    assert all(deps <= layers for deps in ALLOWED.values())
+    assert _cycle(ALLOWED) is None, f"the layer table has a circle: {' -> '.join(_cycle(ALLOWED) or [])}"
+
+
+def test_every_import_follows_the_layer_table() -> None:
+    bad = []
+    used = set()
+    for path in _sources():
+        layer, rel = _layer(path), str(path.relative_to(ROOT))
+        for line, name in _ziplm_imports(path):
+            target = name.split(".")[1] if "." in name else "__init__"
+            if target in (layer, "__init__") or target in ALLOWED.get(layer, set()):
+                continue
+            if (rel, name) in EXCEPTIONS:
+                used.add((rel, name))
+                continue
+            bad.append(f"ziplm/{rel}:{line} imports {name} ({layer} may import only {sorted(ALLOWED[layer])})")
+    assert bad == [], "imports outside the layer table:\n" + "\n".join(bad)
+    assert used == set(EXCEPTIONS), f"stale EXCEPTIONS (that import is gone): {sorted(set(EXCEPTIONS) - used)}"
+
+
+def test_no_import_cycle_between_modules() -> None:
+    """Module-level graph, every import counted (a lazy import inside a function closes a circle too)."""
+    graph = {_module_name(p): {name for _, name in _ziplm_imports(p)} - {_module_name(p)} for p in _sources()}
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

@@ -1,6 +1,6 @@
 """``python -m ziplm <command> [hydra overrides]`` and the ``ziplm`` console script.
 
-The first argument picks a command from :data:`ziplm.pipelines.COMMANDS` (none: ``run``). Everything
+The first argument picks a command from :data:`ziplm.commands.COMMANDS` (none: ``run``). Everything
 after it goes to Hydra unchanged (overrides, ``-m/--multirun``, ``--cfg job``, ``--help``) plus
 ``command=<name>``, and the command's pipeline function receives the composed config.
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ziplm.pipelines import COMMANDS, DEFAULT_COMMAND, Command, CommandNotReadyError, format_command_table
+from ziplm.commands import COMMANDS, DEFAULT_COMMAND, Command, CommandNotReadyError, format_command_table
 
 USAGE = "usage: ziplm [<command>] [key=value ...] [-m|--multirun] [--cfg job] [--help]"
 EPILOG = """\

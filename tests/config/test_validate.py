@@ -263,9 +263,9 @@ def test_mirrored_names_equal_their_sources() -> None:
     from ziplm.latency import measure
     from ziplm.models import registry
     from ziplm.pipelines import export
-    from ziplm.pruning import baselines
+    from ziplm.pruning import methods
 
-    assert validate.METHODS == baselines.METHODS
+    assert validate.METHODS == methods.METHODS
     assert set(validate.HARDWARE_DTYPES) == set(measure.DTYPES)
     assert validate.ENGINES == measure.ENGINES
     assert set(validate.FAMILIES) == set(registry.ADAPTERS)

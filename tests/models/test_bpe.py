@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 import transformers
 
-from ziplm.data.builtin import tiny_lm, wiki_excerpt
+from ziplm.data.builtin import tiny_lm, train_texts, wiki_excerpt
 from ziplm.models import bpe
 from ziplm.models.bpe import (
     METADATA_FILE,
     SPECIAL_TOKEN,
     BpeSpec,
-    corpus_texts,
     load_or_train_bpe,
     parse_bpe_spec,
     train_bpe,
@@ -105,7 +104,7 @@ def test_parse_names_the_cache_folder() -> None:
 
 def test_trains_on_the_train_split_only() -> None:
     splits = tiny_lm()
-    texts = corpus_texts("tiny-lm")
+    texts = train_texts("tiny-lm")
     assert texts == list(splits["train"]["text"])
     assert not set(texts) & (set(splits["validation"]["text"]) | set(splits["test"]["text"]))
 
@@ -113,7 +112,8 @@ def test_trains_on_the_train_split_only() -> None:
 def test_cached_and_reused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: transformers.PreTrainedTokenizerFast
 ) -> None:
-    tok = build_tokenizer(ModelSpec(name="m", family="gpt2", source="scratch", tokenizer=SPEC), cache_dir=tmp_path)
+    spec = ModelSpec(name="m", family="gpt2", source="scratch", tokenizer=SPEC)
+    tok = build_tokenizer(spec, cache_dir=tmp_path, corpus=train_texts)
     folder = tmp_path / "tokenizers" / "bpe-tiny-lm-300"
     assert _same(tok, trained), "the builtin corpus' train split is what the fixture trained on"
     meta = json.loads((folder / METADATA_FILE).read_text())
@@ -126,8 +126,7 @@ def test_cached_and_reused(
         raise AssertionError("the cache should have been reused")
 
     monkeypatch.setattr(bpe, "train_bpe", fail)
-    monkeypatch.setattr(bpe, "corpus_texts", fail)
-    again = load_or_train_bpe(SPEC, tmp_path)
+    again = load_or_train_bpe(SPEC, tmp_path, corpus=fail)
     assert _same(again, trained) and again.pad_token == SPECIAL_TOKEN
 
 
@@ -193,7 +192,13 @@ def test_a_cache_trained_on_other_text_is_rebuilt(
 @pytest.mark.slow  # parses the Wikipedia dump (~5 s alone, far more on a busy machine)
 def test_wiki_excerpt_bpe_learns_from_train_articles_only() -> None:
     splits = wiki_excerpt()
-    texts = corpus_texts("wiki-excerpt")
+    texts = train_texts("wiki-excerpt")
     assert texts == list(splits["train"]["text"])
     held_out = set(splits["validation"]["title"]) | set(splits["test"]["title"])
     assert held_out and not held_out & set(splits["train"]["title"])
+
+
+def test_a_cache_miss_without_a_corpus_reader_says_how_to_pass_one(tmp_path: Path) -> None:
+    """The models layer never reads datasets: the caller hands it the corpus (ziplm.data.builtin.train_texts)."""
+    with pytest.raises(ValueError, match="no corpus reader"):
+        load_or_train_bpe(SPEC, tmp_path)

@@ -58,9 +58,10 @@ def test_experiment_composes_offline_on_cpu() -> None:
 @pytest.mark.slow  # parses the Wikipedia dump and trains the 4096-token BPE (~10 s idle, minutes when busy)
 def test_the_real_bpe_matches_the_model(tmp_path: Path) -> None:
     cfg = _cfg("model=gpt2-mini")
-    tok = build_tokenizer(model_spec(cfg), cache_dir=tmp_path)
+    from ziplm.data.builtin import train_texts, wiki_excerpt
+
+    tok = build_tokenizer(model_spec(cfg), cache_dir=tmp_path, corpus=train_texts)
     assert len(tok) == cfg.model.vocab_size
-    from ziplm.data.builtin import wiki_excerpt
 
     text = wiki_excerpt()["validation"]["text"][0]
     ids = tok(text, add_special_tokens=False)["input_ids"]

@@ -81,7 +81,7 @@ def test_precision_context_autocasts_only_mixed_precisions() -> None:
 @pytest.mark.gpu
 def test_calibration_batches_follow_a_gpu_model() -> None:
     """On a GPU the calibration set stays in host memory; capture moves each batch to the model."""
-    from ziplm.pruning.calibration import capture
+    from ziplm.pruning.capture import capture
 
     model = build_model(TINY_BERT, "base").cuda()
     ids, mask = token_batch()

@@ -16,7 +16,7 @@ from ziplm.core.database import LevelDatabase
 from ziplm.core.structure import Structure
 from ziplm.models import adapter_for, build_model
 from ziplm.models.build import ModelSpec
-from ziplm.pruning import calibration
+from ziplm.pruning import capture as capture_module
 from ziplm.pruning.database_builder import DatabaseSettings, build_database
 from ziplm.pruning.stitch import stitch
 
@@ -105,7 +105,7 @@ def test_interrupted_build_resumes_only_missing_layers(tmp_path: Path, monkeypat
         (folder / f"layer_00{layer}.safetensors").unlink()
     (folder / "manifest.json").write_text(json.dumps(manifest))
     seen: list[list[int]] = []
-    real_capture = calibration.capture
+    real_capture = capture_module.capture
 
     def spy(model: nn.Module, batches: object, layers: object, show_progress: bool = True) -> object:
         seen.append(list(layers))  # type: ignore[call-overload]
@@ -203,15 +203,15 @@ def test_random_baseline_is_seeded_by_the_run(tmp_path: Path) -> None:
 
 
 def test_database_of_another_solver_version_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ziplm.pruning import database_builder
+    from ziplm.pruning import levels_database
 
     model, batches = _model(TINY_BERT), _batches()
     folder = tmp_path / "db"
     build_database(model, batches, folder, show_progress=False)
     stored = LevelDatabase.read_manifest(folder)["fingerprint"]
-    assert stored["version"] == database_builder.DATABASE_FORMAT
-    built_by = re.escape(f"({database_builder.DATABASE_FORMAT!r}; this code writes 'levels-v999')")
-    monkeypatch.setattr(database_builder, "DATABASE_FORMAT", "levels-v999")
+    assert stored["version"] == levels_database.DATABASE_FORMAT
+    built_by = re.escape(f"({levels_database.DATABASE_FORMAT!r}; this code writes 'levels-v999')")
+    monkeypatch.setattr(levels_database, "DATABASE_FORMAT", "levels-v999")
     with pytest.raises(ValueError, match=f"built by another version of the level solver {built_by}"):
         build_database(model, batches, folder, show_progress=False)
     # A manifest from before versions were recorded is never taken for a current one either.

@@ -16,7 +16,7 @@ from ziplm.core.structure import Structure
 from ziplm.models import adapter_for, build_model
 from ziplm.models.adapter import Sublayer, get_output_weight, set_output_weight
 from ziplm.models.build import ModelSpec
-from ziplm.pruning.calibration import capture
+from ziplm.pruning.capture import capture
 from ziplm.pruning.database_builder import DatabaseSettings, build_database
 from ziplm.pruning.fisher import fisher_importance, rescaled_masks, unit_gram
 from ziplm.pruning.stitch import stitch

@@ -5,7 +5,7 @@ non-padding calibration tokens), a level keeping units `ids` with updated column
 
     e = Σ_x ‖Ŵ x[kept cols] + b − (W x + b)‖² / Σ_x ‖W x + b‖²
 
-(`ziplm.pruning.database_builder._sublayer_entries`, denominator from `ziplm.pruning.calibration`). Here x
+(`ziplm.pruning.database_builder._sublayer_entries`, denominator from `ziplm.pruning.capture`). Here x
 and W x + b come from hooks on the real module in a plain forward pass, and Ŵ x is computed by hand from
 the stored ids and weights, so neither the Hessian nor the OBS loss bookkeeping nor `stitch` is trusted.
 """

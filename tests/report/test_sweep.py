@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ziplm.report.sweep import collect_runs, report_group, write_failure, write_sweep_report
-from ziplm.report.sweep_render import CSV_COLUMNS, PUBLISHED, _series
+from ziplm.report.sweep import collect_runs, report_group, write_failure
+from ziplm.report.sweep_render import CSV_COLUMNS, PUBLISHED, _series, write_sweep_report
 
 MakeRun = Callable[..., Path]  # the `runs` fixture of tests/report/conftest.py
 

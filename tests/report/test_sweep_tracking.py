@@ -40,7 +40,7 @@ def test_tracker_passes_group_and_tags(monkeypatch: pytest.MonkeyPatch, tmp_path
         seen.update(settings=settings, name=name)
         return False
 
-    monkeypatch.setattr("ziplm.lit.trainer.make_logger", fake_make_logger)
+    monkeypatch.setattr("ziplm.report.tracking.make_logger", fake_make_logger)
     Tracker({"kind": "wandb", "group": None, "tags": ["paper"]}, tmp_path, LABELS)
     assert seen["name"] == LABELS.name
     assert seen["settings"]["group"] == "smoke/2026-01-01_00-00-00"

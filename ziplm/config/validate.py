@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 # Mirrors of what the consuming modules accept (kept equal to their sources by tests/config/test_validate.py).
 SCHEDULES = ("oneshot", "gradual")
-METHODS = ("obs", "magnitude", "random", "fisher", "fisher-norescale", "layerdrop")  # ziplm.pruning.baselines
+METHODS = ("obs", "magnitude", "random", "fisher", "fisher-norescale", "layerdrop")  # ziplm.pruning.methods
 MEMBER_DTYPES = ("float32", "bfloat16", "float16")  # ziplm.models.io.SAVE_DTYPES
 HARDWARE_DTYPES = ("float32", "float16", "bfloat16")  # ziplm.latency.measure.DTYPES
 ENGINES = ("eager", "compile", "onnxruntime")  # ziplm.latency.measure.ENGINES
@@ -33,7 +33,7 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda")  # ziplm.pipelines.placement.run_d
 # runs in one of these too (ziplm.eval.evaluate.EVAL_PRECISIONS), `trainer.precision` when eval_precision is null.
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
 _PRECISION_FIX = {"16-true": "16-mixed", "16": "16-mixed", "bf16-true": "bf16-mixed", "bf16": "bf16-mixed"}
-LOGGER_KINDS = ("wandb", "csv", "none")  # ziplm.lit.trainer.make_logger
+LOGGER_KINDS = ("wandb", "csv", "none")  # ziplm.report.tracking.make_logger
 WANDB_MODES = ("offline", "online", "disabled", "shared", "dryrun", "run")  # wandb.Settings.mode
 UNSTRUCTURED = ("none", "obs", "magnitude")  # ziplm.compress.compound.UNSTRUCTURED_METHODS
 EXPORT_FORMATS = ("onnx", "hf")  # ziplm.pipelines.export.FORMATS
@@ -159,7 +159,7 @@ def _check_int8_environment(cfg: DictConfig) -> None:
 
 
 def _check_top(cfg: DictConfig) -> None:
-    from ziplm.pipelines import COMMANDS  # the command table only: imports neither torch nor Hydra
+    from ziplm.commands import COMMANDS  # imports neither torch nor Hydra
 
     top = _Group("", {key: cfg.get(key) for key in ("command", "seed", "name")})
     top.choice("command", list(COMMANDS), "run")

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,21 @@ def _json_normalised(value: Any) -> Any:
 
 def _show(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def level_time(times: Mapping[int, float], keep: int) -> float:
+    """Time of level `keep` from the times of measured levels: exact at a measured level, on the straight line
+    between its two neighbours otherwise (KeyError outside them). The one interpolation of table times:
+    the search prices database levels the table lacks with it, and the table measurement fills its
+    levels between whole-model anchors with it (`ziplm.latency.anchors.through_anchors`)."""
+    if keep in times:
+        return times[keep]
+    below = max((k for k in times if k < keep), default=None)
+    above = min((k for k in times if k > keep), default=None)
+    if below is None or above is None:
+        raise KeyError(f"kept count {keep} is outside the latency table's levels {sorted(times)}")
+    w = (keep - below) / (above - below)
+    return (1 - w) * times[below] + w * times[above]
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["ffn_levels", "head_levels", "to_group_counts"]
+__all__ = ["ffn_levels", "head_levels", "level_grids", "to_group_counts"]
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -75,6 +75,20 @@ def ffn_levels(
         k += 1
     counts.append(0)
     return counts
+
+
+def level_grids(
+    n_heads: int, d_ff: int, ffn_ratio: float = 0.9, ffn_round_to: int = 1, ffn_group_size: int = 1
+) -> tuple[list[int], list[int]]:
+    """The (head, FFN) level grids of a model: the one function both the latency table (which times these
+    levels) and the levels database (which stores them) take their grids from, so the two always agree.
+
+    Args:
+        n_heads: Attention heads per layer.
+        d_ff: FFN width (neurons).
+        ffn_ratio, ffn_round_to, ffn_group_size: :func:`ffn_levels`'s ``ratio``, ``round_to``, ``group_size``.
+    """
+    return head_levels(n_heads), ffn_levels(d_ff, ratio=ffn_ratio, round_to=ffn_round_to, group_size=ffn_group_size)
 
 
 def to_group_counts(neuron_counts: Sequence[int], group_size: int) -> list[int]:

@@ -200,3 +200,11 @@ BUILTINS: dict[str, Callable[[], dict[str, datasets.Dataset]]] = {
     "tiny-cls": tiny_cls,
     "tiny-lm": tiny_lm,
 }
+
+
+def train_texts(name: str) -> list[str]:
+    """The `text` column of a builtin task's train split, never its validation/test splits (what a
+    ``bpe:<name>:<size>`` tokenizer learns from; pass it as ``corpus=`` to `ziplm.models.build_tokenizer`)."""
+    if name not in BUILTINS:
+        raise ValueError(f"unknown builtin corpus {name!r}; available: {sorted(BUILTINS)}")
+    return [str(text) for text in BUILTINS[name]()["train"]["text"]]

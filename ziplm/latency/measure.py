@@ -1,4 +1,10 @@
-"""Measure a latency table: every head level and FFN level timed in isolation, plus the dense model.
+"""Measure a latency table: whole-model anchor timings (`ziplm.latency.anchors`) drawn into per-level times.
+
+`measure_latency_table` times uniformly pruned whole models interleaved in rounds (each model's time is
+the median over rounds of its ratio to the dense model in the same round), takes per-layer attention
+and FFN times at the anchor levels, draws every level on straight lines between them, and times a few
+uneven structures in the same rounds as the table's own predicted-vs-measured `self_check`. The
+anchors are stored, so `refit_table` can draw the same measurements another way (`FITS`).
 
 The environment (device, dtype, batch, sequence length, threads, engine) is part of the table's
 fingerprint: a table is only valid in the environment it was measured in.
@@ -19,7 +25,7 @@ from rich.progress import Progress
 from torch import nn
 
 from ziplm.core.latency import LatencyModel, LatencyTable
-from ziplm.latency.calibrate import check_choices, in_situ_times, smooth_anchors, through_anchors
+from ziplm.latency.anchors import check_choices, in_situ_times, smooth_anchors, through_anchors
 from ziplm.latency.engines import compiled_call, engine_problem, onnxruntime_call
 from ziplm.models.registry import adapter_for
 
@@ -28,10 +34,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 ENGINES = ("eager", "compile", "onnxruntime")
 ANCHORS_PER_KIND = 7  # whole-model timings per sublayer kind; more = slower table, smaller interpolation error
 CHECKS = 2  # uneven structures timed with the anchors: the table's own predicted-vs-measured check
-# How every level's time is drawn from the anchors: "lines" (straight lines between anchors: the table's) or
-# "quadratic" (a least-squares curve through them). An A/B of both on one table's anchors, each fit's DP picks
-# timed in the same rounds (benchmarks/speedup_accuracy.py --fits), measured lines closer on MiniLM: median
-# 1.1% vs 3.8% off target, max 5.4% vs 16.8% (2026-11-29), so the curve is kept only to compare against.
+# How every level's time is drawn from the anchors: "lines" (straight lines between anchors: what tables use)
+# or "quadratic" (a least-squares curve, kept to compare; benchmarks/LATENCY_NOTES.md has the A/B).
 FITS: dict[str, Callable[[Sequence[int], Mapping[int, float]], dict[int, float]]] = {
     "quadratic": smooth_anchors,
     "lines": through_anchors,
@@ -166,13 +170,11 @@ def measure_latency_table(
     ffn_levels: Sequence[int],
     show_progress: bool = True,
 ) -> LatencyTable:
-    """Per-level sublayer times as they cost *inside* the model (see `ziplm.latency.calibrate`).
+    """Per-level sublayer times as they cost *inside* the model (see `ziplm.latency.anchors`).
 
     Whole uniformly pruned models are timed interleaved at anchor levels; levels between anchors are
-    interpolated linearly (in-situ time is close to linear in kept width; isolated block timings were
-    tried and rejected: their shape is wrong where the full model is memory bound; a least-squares
-    curve through the anchors measured worse: see `FITS`). The anchors are stored, so `refit_table` can
-    draw the same measurements another way.
+    drawn on straight lines (`through_anchors`). The anchors are stored, so `refit_table` can draw the
+    same measurements another way.
     """
     env.validate()
     fingerprint = environment_fingerprint(env, model, head_levels, ffn_levels)

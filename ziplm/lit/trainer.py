@@ -1,41 +1,19 @@
-"""A fresh Lightning Trainer per stage, from the flattened ``trainer`` and ``logger`` config groups."""
+"""A fresh Lightning Trainer per stage, from the flattened ``trainer`` config group (its logger comes from
+``ziplm.report.tracking.make_logger``)."""
 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import Logger
 
 TRAINER_KEYS = (
     "accelerator", "devices", "num_nodes", "strategy", "precision", "max_epochs", "max_steps",
     "gradient_clip_val", "log_every_n_steps", "limit_train_batches", "limit_val_batches",
 )  # fmt: skip
-
-
-def make_logger(logger: dict[str, Any], save_dir: Path, run_name: str) -> Logger | bool:
-    """W&B (offline unless the user opts in), CSV, or none."""
-    kind = logger.get("kind", "none")
-    if kind == "none":
-        return False
-    if kind == "csv":
-        return CSVLogger(save_dir=str(save_dir), name="csv")
-    if kind == "wandb":
-        from lightning.pytorch.loggers import WandbLogger
-
-        mode = os.environ.get("WANDB_MODE", logger.get("mode", "offline"))
-        return WandbLogger(
-            project=logger.get("project", "ziplm"),
-            name=run_name,
-            group=logger.get("group"),
-            tags=list(logger.get("tags", [])),
-            save_dir=str(save_dir),
-            mode=mode,
-        )
-    raise ValueError(f"unknown logger kind {kind!r}; choose wandb, csv or none")
 
 
 def make_trainer(

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 BPE_PREFIX = "bpe:"
 # GPT-2's convention: one special token serves as bos, eos, unk and pad (padding is always masked).
 SPECIAL_TOKEN = "<|endoftext|>"
-# Corpora a BPE may be trained on: builtin tasks (``ziplm.data.builtin``) whose train split has `text`.
+# Corpora a BPE may be trained on: builtin tasks (``ziplm.data.builtin``) whose train split has `text`. This
+# module never reads them: the caller passes a `CorpusReader` (``ziplm.data.builtin.train_texts``).
 CORPORA = ("wiki-excerpt", "tiny-lm")
 CORPUS_SPLIT = "train"
 MIN_VOCAB_SIZE = 256 + 1 + 1  # the 256 byte symbols, the special token, and at least one merge
@@ -38,6 +39,8 @@ FORMAT_VERSION = 1  # bump when the training recipe changes: older caches are th
 METADATA_FILE = "ziplm_bpe.json"
 CACHE_ENV = "ZIPLM_CACHE"
 DEFAULT_CACHE_DIR = "outputs/cache"  # = conf/config.yaml's cache_dir with the default output_root
+# corpus name -> the texts of its training split (never validation/test): `ziplm.data.builtin.train_texts`.
+CorpusReader = Callable[[str], Iterable[str]]
 
 
 @dataclass(frozen=True)
@@ -79,15 +82,6 @@ def parse_bpe_spec(spec: str) -> BpeSpec:
 def default_cache_dir() -> Path:
     """``$ZIPLM_CACHE`` if set, else ``outputs/cache`` (relative to the working directory, like the CLI)."""
     return Path(os.environ.get(CACHE_ENV, DEFAULT_CACHE_DIR))
-
-
-def corpus_texts(corpus: str) -> list[str]:
-    """The training split's texts of a builtin corpus (never its validation/test splits)."""
-    from ziplm.data.builtin import BUILTINS
-
-    if corpus not in CORPORA:
-        raise ValueError(f"unknown BPE corpus {corpus!r}; available: {list(CORPORA)}")
-    return [str(t) for t in BUILTINS[corpus]()[CORPUS_SPLIT]["text"]]
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> Any:
@@ -178,7 +172,12 @@ def _load_cached(folder: Path, bpe: BpeSpec, corpus_sha256: str | None) -> tuple
     return tok, ""
 
 
-def load_or_train_bpe(spec: str, cache_dir: str | Path | None = None, texts: Iterable[str] | None = None) -> Any:
+def load_or_train_bpe(
+    spec: str,
+    cache_dir: str | Path | None = None,
+    texts: Iterable[str] | None = None,
+    corpus: CorpusReader | None = None,
+) -> Any:
     """The tokenizer for ``bpe:<corpus>:<vocab size>``: from the cache, else trained and cached.
 
     Args:
@@ -186,6 +185,8 @@ def load_or_train_bpe(spec: str, cache_dir: str | Path | None = None, texts: Ite
         cache_dir: Root of the cache (``<cache_dir>/tokenizers/<name>/``); default `default_cache_dir`.
         texts: Training text to use instead of the corpus' train split (tests pass a tiny corpus);
             a cache trained on other text is then rebuilt.
+        corpus: Reads the spec's corpus' train split when the cache misses and `texts` is not given
+            (``ziplm.data.builtin.train_texts``); without it such a miss is a ValueError.
 
     Returns:
         A ``PreTrainedTokenizerFast`` of exactly the spec's vocab size.
@@ -198,9 +199,17 @@ def load_or_train_bpe(spec: str, cache_dir: str | Path | None = None, texts: Ite
         if tok is not None:
             return tok
         log.warning("rebuilding BPE tokenizer cache %s: %s", folder, why)
-    corpus = given if given is not None else corpus_texts(bpe.corpus)
-    tok = train_bpe(corpus, bpe.vocab_size)
-    _save(tok, folder, bpe, corpus)
+    if given is not None:
+        training = given
+    elif corpus is not None:
+        training = [str(text) for text in corpus(bpe.corpus)]
+    else:
+        raise ValueError(
+            f"no cached BPE tokenizer {bpe.spec!r} under {folder} and no corpus reader to train one: pass "
+            "corpus=ziplm.data.builtin.train_texts (or the training texts)"
+        )
+    tok = train_bpe(training, bpe.vocab_size)
+    _save(tok, folder, bpe, training)
     return tok
 
 

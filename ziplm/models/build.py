@@ -15,7 +15,7 @@ import torch
 import transformers
 from torch import nn
 
-from ziplm.models.bpe import BPE_PREFIX, load_or_train_bpe
+from ziplm.models.bpe import BPE_PREFIX, CorpusReader, load_or_train_bpe
 
 Head = Literal["base", "classification", "qa", "lm"]
 
@@ -191,18 +191,19 @@ def build_model(spec: ModelSpec, head: Head = "base", **config_overrides: Any) -
     )
 
 
-def build_tokenizer(spec: ModelSpec, cache_dir: str | Path | None = None) -> Any:
+def build_tokenizer(spec: ModelSpec, cache_dir: str | Path | None = None, corpus: CorpusReader | None = None) -> Any:
     """The tokenizer for `spec`: ``spec.tokenizer`` if set, else the model's own source.
 
     ``bpe:<corpus>:<vocab size>`` (e.g. ``bpe:wiki-excerpt:4096``) is a small byte-level BPE trained on
-    that builtin corpus' train split and cached under ``<cache_dir>/tokenizers/`` (`cache_dir` defaults
-    to ``$ZIPLM_CACHE`` or ``outputs/cache``; see ``ziplm.models.bpe``).
+    that builtin corpus' train split, read by `corpus` (``ziplm.data.builtin.train_texts``: the models
+    layer does not read datasets), and cached under ``<cache_dir>/tokenizers/`` (`cache_dir` defaults to
+    ``$ZIPLM_CACHE`` or ``outputs/cache``; see ``ziplm.models.bpe``).
     """
     source = spec.tokenizer or spec.source
     if source == "packaged:gpt2":
         return packaged_gpt2_tokenizer()
     if source.startswith(BPE_PREFIX):
-        return load_or_train_bpe(source, cache_dir)
+        return load_or_train_bpe(source, cache_dir, corpus=corpus)
     if source == "scratch":
         raise ValueError(f"model {spec.name!r} is built from scratch; set its `tokenizer` to a real one")
     setting = "model.tokenizer" if spec.tokenizer else "model.source"

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ziplm.compress import CompressionSettings, compress, sparsity_report
+from ziplm.data.builtin import train_texts
 from ziplm.data.calibration import calibration_batches
 from ziplm.data.features import build_features
 from ziplm.data.sources import load_splits
@@ -70,7 +71,7 @@ def _tokenizer(cfg: DictConfig, folder: Path) -> Any:
         import transformers
 
         return transformers.AutoTokenizer.from_pretrained(folder)
-    return build_tokenizer(model_spec(cfg))
+    return build_tokenizer(model_spec(cfg), corpus=train_texts)
 
 
 def _save(compressed: Any, settings: CompressionSettings, out: Path, tokenizer: Any) -> Path | None:

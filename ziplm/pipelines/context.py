@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from ziplm.config.validate import validate_config
 from ziplm.core.distill import DistillWeights
+from ziplm.data.builtin import train_texts
 from ziplm.data.features import build_features
 from ziplm.data.sources import load_splits
 from ziplm.data.spec import TaskSpec
@@ -20,7 +21,8 @@ from ziplm.models.build import ModelSpec, build_tokenizer
 from ziplm.pipelines.common import environment, model_spec, task_head, to_dict
 from ziplm.pipelines.outputs import run_dir
 from ziplm.pipelines.placement import eval_precision, run_device
-from ziplm.pruning.database_builder import DatabaseSettings
+from ziplm.pruning.levels_database import DatabaseSettings
+from ziplm.pruning.methods import Method, method
 
 
 @dataclass
@@ -61,15 +63,12 @@ class RunContext:
 
     @property
     def database_settings(self) -> DatabaseSettings:
-        s = self.schedule
-        return DatabaseSettings(
-            damp=float(s["damp"]),
-            ffn_group_size=int(s["ffn_group_size"]),
-            ffn_grid_ratio=float(s["ffn_grid_ratio"]),
-            ffn_round_to=int(s["ffn_round_to"]),
-            method=str(s["method"]),
-            seed=int(self.cfg.seed),
-        )
+        return DatabaseSettings.from_schedule(self.schedule, int(self.cfg.seed))
+
+    @property
+    def method(self) -> Method:
+        """The structure-selection method (``schedule.method``) from the registry."""
+        return method(self.database_settings.method)
 
     @property
     def distill_weights(self) -> DistillWeights:
@@ -93,7 +92,7 @@ def build_context(cfg: DictConfig) -> RunContext:
     env.validate()
     run_device(to_dict(cfg.trainer))  # a GPU trainer on a machine without one fails here, before any data
     spec = model_spec(cfg)
-    tokenizer = build_tokenizer(spec, cache_dir=str(cfg.cache_dir))
+    tokenizer = build_tokenizer(spec, cache_dir=str(cfg.cache_dir), corpus=train_texts)
     splits = load_splits(task, seed=int(cfg.seed))
     train, evaluation = splits[task.train_split], splits[task.eval_split]
     return RunContext(

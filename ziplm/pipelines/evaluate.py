@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from rich.console import Console
 
+from ziplm.data.builtin import train_texts
 from ziplm.data.features import build_features
 from ziplm.data.sources import load_splits
 from ziplm.data.spec import TaskSpec
@@ -31,7 +32,9 @@ def run_evaluate(cfg: DictConfig) -> None:
     model = load_pruned(folder, device=str(device), dtype="float32")  # scored as `ziplm run` scored it
     task = TaskSpec.from_mapping(to_dict(cfg.task))
     has_tokenizer = (folder / "tokenizer_config.json").is_file()
-    tokenizer = None if has_tokenizer else build_tokenizer(model_spec(cfg), cache_dir=str(cfg.cache_dir))
+    tokenizer = (
+        None if has_tokenizer else build_tokenizer(model_spec(cfg), cache_dir=str(cfg.cache_dir), corpus=train_texts)
+    )
     if tokenizer is None:
         import transformers
 

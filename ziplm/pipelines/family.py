@@ -8,7 +8,6 @@ a metrics.json is complete, so a restarted run skips it.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,10 +26,10 @@ from ziplm.lit.module import ZipLMModule
 from ziplm.lit.trainer import make_trainer
 from ziplm.models import adapter_for, count_parameters, load_pruned, save_pruned
 from ziplm.pipelines.context import RunContext
-from ziplm.pruning.baselines import LAYERDROP
 from ziplm.pruning.layerdrop import choose_layer_count, distillation_pairs, drop_to_identity, spread_layers
 from ziplm.pruning.stitch import stitch
 from ziplm.pruning.targets import Choice, SearchSpace, meet_measured_target, search_target
+from ziplm.report.records import MemberRecord
 
 METRICS_FILE = "metrics.json"
 console = Console()
@@ -40,10 +39,10 @@ def member_dir(ctx: RunContext, target: float) -> Path:
     return ctx.out / "family" / f"{target:g}x"
 
 
-def completed_member(ctx: RunContext, target: float) -> dict[str, Any] | None:
+def completed_member(ctx: RunContext, target: float) -> MemberRecord | None:
     """The saved record of a finished member, or None if it still has to be made."""
     path = member_dir(ctx, target) / METRICS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return MemberRecord.load(path) if path.is_file() else None
 
 
 def search_space(database: LevelDatabase, table: LatencyTable, num_layers: int) -> SearchSpace:
@@ -150,36 +149,38 @@ def finish_member(
     target: float,
     predicted: float,
     extra: Mapping[str, Any],
-) -> dict[str, Any]:
-    """Evaluate, measure against the dense model, and save a member with its record."""
+) -> MemberRecord:
+    """Evaluate, measure against the dense model, and save a member with its record.
+
+    `extra`: the record fields of how the member was made (method, search, search_target, attempts,
+    layers_kept: `MemberRecord`'s names).
+    """
     started = time.perf_counter()
     batch = int(ctx.trainer["eval_batch_size"])
     metrics = evaluate(pruned, ctx.task, ctx.eval_examples, ctx.eval_features, batch, precision=ctx.eval_precision)
     measured = interleaved_speedups(dense, [pruned], ctx.env, int(ctx.schedule["speedup_rounds"]))[0]
     structure = Structure.from_dict(pruned.config.ziplm_structure)
     folder = save_pruned(pruned, structure, member_dir(ctx, target), tokenizer=ctx.tokenizer, dtype=ctx.member_dtype)
-    record = {
-        "member": f"{target:g}x",
-        "target_speedup": target,
-        "predicted_speedup": predicted,
-        "measured_speedup": measured,
-        "deviation": measured / target - 1,
-        "parameters": count_parameters(pruned),
-        "heads_kept": [len(la.heads) for la in structure.layers],
-        "neurons_kept": [len(la.neurons) for la in structure.layers],
-        **{f"metric/{k}": v for k, v in metrics.items()},
-        "eval_precision": ctx.eval_precision,
-        "saved_dtype": ctx.member_dtype,
+    record = MemberRecord(
+        member=f"{target:g}x",
+        target_speedup=target,
+        predicted_speedup=predicted,
+        measured_speedup=measured,
+        deviation=measured / target - 1,
+        parameters=count_parameters(pruned),
+        heads_kept=[len(la.heads) for la in structure.layers],
+        neurons_kept=[len(la.neurons) for la in structure.layers],
+        metrics=dict(metrics),
+        eval_precision=ctx.eval_precision,
+        saved_dtype=ctx.member_dtype,
         **extra,
-        "evaluate_measure_seconds": time.perf_counter() - started,
-    }
-    (folder / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    )
+    record.evaluate_measure_seconds = time.perf_counter() - started
+    record.save(folder / METRICS_FILE)
     return record
 
 
-def layerdrop_member(
-    ctx: RunContext, teacher: Any, latency: LatencyModel, target: float, logger: Any
-) -> dict[str, Any]:
+def layerdrop_member(ctx: RunContext, teacher: Any, latency: LatencyModel, target: float, logger: Any) -> MemberRecord:
     """Layer-dropping baseline member: keep the evenly spread layers whose count the latency table puts
     closest to `target`, distill them (each kept layer matched to its own teacher layer), evaluate, save."""
     dims = adapter_for(teacher).dims(teacher)
@@ -187,7 +188,7 @@ def layerdrop_member(
     keep = spread_layers(dims.num_layers, count)
     student = drop_to_identity(teacher, keep)
     distill(ctx, student, teacher, logger, f"{target:g}x", layer_pairs=distillation_pairs(keep, shorter=False))
-    return finish_member(ctx, student, teacher, target, predicted, {"method": LAYERDROP, "layers_kept": keep})
+    return finish_member(ctx, student, teacher, target, predicted, {"method": ctx.method.name, "layers_kept": keep})
 
 
 def reload_member(ctx: RunContext, target: float) -> Any:

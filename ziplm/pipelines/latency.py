@@ -9,22 +9,15 @@ from rich.console import Console
 from rich.table import Table
 
 from ziplm.core.latency import LatencyModel, LatencyTable
-from ziplm.core.levels import ffn_levels, head_levels
 from ziplm.models import adapter_for, build_model
 from ziplm.pipelines.common import environment, model_spec, task_head
 from ziplm.pipelines.outputs import run_dir
+from ziplm.pruning.levels_database import DatabaseSettings
 
 
 def level_grids(cfg: DictConfig, dims_heads: int, dims_ffn: int) -> tuple[list[int], list[int]]:
-    """Head and FFN level grids from the schedule's grid settings (shared by latency and pruning)."""
-    schedule = cfg.schedule
-    ffn = ffn_levels(
-        dims_ffn,
-        ratio=float(schedule.ffn_grid_ratio),
-        round_to=int(schedule.ffn_round_to),
-        group_size=int(schedule.ffn_group_size),
-    )
-    return head_levels(dims_heads), ffn
+    """Head and FFN level grids of the run's schedule: the database's own (`DatabaseSettings.level_grids`)."""
+    return DatabaseSettings.from_schedule(cfg.schedule).level_grids(dims_heads, dims_ffn)
 
 
 def summary_table(table: LatencyTable, num_layers: int, title: str) -> Table:

@@ -39,9 +39,10 @@ from ziplm.pipelines.latency import level_grids, print_self_check
 from ziplm.pipelines.placement import TeacherGuard
 from ziplm.pipelines.report import tracker_labels
 from ziplm.pipelines.teacher import check_teacher_head, head_kwargs, load_or_train_teacher
-from ziplm.pruning.baselines import FISHER_METHODS, LAYERDROP, METHODS
 from ziplm.pruning.database_builder import build_database
+from ziplm.pruning.methods import method as registered_method
 from ziplm.pruning.stitch import stitch
+from ziplm.report.records import MemberRecord
 from ziplm.report.results import correction_notes, write_report
 from ziplm.report.tracking import Tracker
 
@@ -101,26 +102,21 @@ def _head(ctx: RunContext) -> Any:
     return task_head(ctx.cfg)
 
 
-def _dense_record(ctx: RunContext, teacher: Any) -> dict[str, Any]:
+def _dense_record(ctx: RunContext, teacher: Any) -> MemberRecord:
     path = ctx.out / "dense_metrics.json"
     if path.is_file():
-        saved = dict(json.loads(path.read_text()))
-        if saved.get("eval_precision") == ctx.eval_precision:
+        saved = MemberRecord.load(path)
+        if saved.eval_precision == ctx.eval_precision:
             return saved
     batch = int(ctx.trainer["eval_batch_size"])
     metrics = evaluate(teacher, ctx.task, ctx.eval_examples, ctx.eval_features, batch, precision=ctx.eval_precision)
-    record = {
-        "member": "dense",
-        "parameters": count_parameters(teacher),
-        **{f"metric/{k}": v for k, v in metrics.items()},
-        "eval_precision": ctx.eval_precision,
-    }
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    record = MemberRecord("dense", count_parameters(teacher), dict(metrics), ctx.eval_precision)
+    record.save(path)
     return record
 
 
 def _oneshot(ctx: RunContext, teacher: Any, latency: LatencyModel, batches: dict[str, list[Any]], phases: Phases,
-             on_member: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:  # fmt: skip
+             on_member: Callable[[MemberRecord], None]) -> list[MemberRecord]:  # fmt: skip
     members = []
     todo = [t for t in ctx.targets if completed_member(ctx, t) is None]
     if todo:
@@ -132,7 +128,7 @@ def _oneshot(ctx: RunContext, teacher: Any, latency: LatencyModel, batches: dict
             with phases(f"member {target:g}x"):
                 choice, found = choose_measured(ctx, teacher, teacher, db, latency, target, batches["loss"])
                 pruned = stitch(teacher, db, choice)
-                extra = {"method": ctx.database_settings.method, **found}
+                extra = {"method": ctx.method.name, **found}
                 record = finish_member(ctx, pruned, teacher, target, latency.speedup(choice), extra)
         else:
             console.print(f"member {target:g}x already complete: skipped")
@@ -142,7 +138,7 @@ def _oneshot(ctx: RunContext, teacher: Any, latency: LatencyModel, batches: dict
 
 
 def _gradual(ctx: RunContext, teacher: Any, latency: LatencyModel, batches: dict[str, list[Any]], phases: Phases,
-             on_member: Callable[[dict[str, Any]], None], logger: Any) -> list[dict[str, Any]]:  # fmt: skip
+             on_member: Callable[[MemberRecord], None], logger: Any) -> list[MemberRecord]:  # fmt: skip
     members, current = [], teacher
     for target in ctx.targets:
         record = completed_member(ctx, target)
@@ -160,7 +156,7 @@ def _gradual(ctx: RunContext, teacher: Any, latency: LatencyModel, batches: dict
                 choice, found = choose_measured(ctx, current, teacher, db, latency, target, batches["loss"])
                 current = stitch(current, db, choice)
                 distill(ctx, current, teacher, logger, f"{target:g}x")
-                extra = {"method": ctx.database_settings.method, **found}
+                extra = {"method": ctx.method.name, **found}
                 record = finish_member(ctx, current, teacher, target, latency.speedup(choice), extra)
         members.append(record)
         on_member(record)
@@ -168,7 +164,7 @@ def _gradual(ctx: RunContext, teacher: Any, latency: LatencyModel, batches: dict
 
 
 def _layerdrop(ctx: RunContext, teacher: Any, latency: LatencyModel, phases: Phases,
-               on_member: Callable[[dict[str, Any]], None], logger: Any) -> list[dict[str, Any]]:  # fmt: skip
+               on_member: Callable[[MemberRecord], None], logger: Any) -> list[MemberRecord]:  # fmt: skip
     """Layer-dropping baseline: every member starts from the teacher and is distilled epochs_per_stage."""
     members = []
     for target in ctx.targets:
@@ -184,9 +180,8 @@ def _layerdrop(ctx: RunContext, teacher: Any, latency: LatencyModel, phases: Pha
 
 
 def check_method(method: str) -> None:
-    """Fail before any expensive work on a misspelt structure-selection method."""
-    if method not in METHODS:
-        raise ValueError(f"unknown schedule.method {method!r}; choose one of {list(METHODS)}")
+    """Fail before any expensive work on a misspelt structure-selection method (the registry's error)."""
+    registered_method(method)
 
 
 def _quiet_libraries() -> None:
@@ -216,9 +211,9 @@ def run_prune(cfg: DictConfig) -> None:
         dense = _dense_record(ctx, teacher)
     guard.check("dense teacher")
     phases.after.append(guard.check)
-    tracker.log_member(dense, step=0)
-    seed, method = int(cfg.seed), ctx.database_settings.method
-    labelled = method in FISHER_METHODS  # Fisher importances are gradients of the task loss
+    tracker.log_member(dense.to_json(), step=0)
+    seed, method = int(cfg.seed), ctx.method
+    labelled = method.labelled  # e.g. Fisher importances are gradients of the task loss
     batches = {
         "calibration": calibration_batches(
             ctx.train_features, int(ctx.schedule["calibration_samples"]), 32, seed, labelled
@@ -228,8 +223,8 @@ def run_prune(cfg: DictConfig) -> None:
         else [],
     }
     steps = iter(range(1, len(ctx.targets) + 1))
-    on_member = lambda record: tracker.log_member(record, step=next(steps))  # noqa: E731
-    if method == LAYERDROP:
+    on_member = lambda record: tracker.log_member(record.to_json(), step=next(steps))  # noqa: E731
+    if not method.builds_database:  # layer dropping
         members = _layerdrop(ctx, teacher, latency, phases, on_member, tracker.lightning_logger)
     elif ctx.schedule["name"] == "oneshot":
         members = _oneshot(ctx, teacher, latency, batches, phases, on_member)
@@ -238,11 +233,10 @@ def run_prune(cfg: DictConfig) -> None:
     _report(ctx, dense, members, phases, started, tracker)
 
 
-def _report(ctx: RunContext, dense: dict[str, Any], members: list[dict[str, Any]], phases: Phases, started: float,
+def _report(ctx: RunContext, dense: MemberRecord, members: list[MemberRecord], phases: Phases, started: float,
             tracker: Tracker) -> None:  # fmt: skip
     metric = METRICS[ctx.task.metric].headline
-    method = ctx.database_settings.method
-    label = "ZipLM" if method == "obs" else f"{method} baseline"
+    label = ctx.method.label  # "ZipLM", "<method> baseline"
     title = f"{label} {ctx.schedule['name']}: {ctx.spec.name} on {ctx.task.name}, {ctx.cfg.hardware.name} environment"
     phase_notes = [f"{name}: {seconds:.1f} s" for name, seconds in phases.seconds.items()]
     notes = [

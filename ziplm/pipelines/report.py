@@ -11,8 +11,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from ziplm.report.sweep import SweepTable, collect_runs, report_group, write_sweep_report
-from ziplm.report.sweep_render import CSV_COLUMNS, csv_rows
+from ziplm.report.sweep import SweepTable, collect_runs, report_group
+from ziplm.report.sweep_render import CSV_COLUMNS, csv_rows, write_sweep_report
 from ziplm.report.tracking import RunLabels, log_sweep_report
 
 

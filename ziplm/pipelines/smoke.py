@@ -49,8 +49,10 @@ def _norm_structure(model: torch.nn.Module, keep_fraction: float, drop_last_ffn:
 
 
 def _sample_batch(cfg: DictConfig, vocab: int) -> dict[str, torch.Tensor]:
+    from ziplm.data.builtin import train_texts  # a bpe: tokenizer trains on it; loads datasets, so only here
+
     try:
-        tok = build_tokenizer(model_spec(cfg), cache_dir=str(cfg.cache_dir))
+        tok = build_tokenizer(model_spec(cfg), cache_dir=str(cfg.cache_dir), corpus=train_texts)
         texts = [
             "ZipLM prunes heads and neurons.",
             "Inference-aware pruning meets a speedup target on your device.",

@@ -1,8 +1,7 @@
 """Baseline "solvers" with the OBS solver's interface: magnitude and random structure selection.
 
-Which structure-selection methods exist (``METHODS``): the solvers below, the Fisher mask baselines
-(`ziplm.pruning.fisher`, which need labelled calibration batches) and, at the pipeline level, layer
-dropping (`ziplm.pruning.layerdrop`, no database at all).
+Which structure-selection methods exist, and which of them use these solvers, is
+`ziplm.pruning.methods.REGISTRY`.
 
 They choose which groups to drop without second-order information and do not update the remaining
 weights; everything else (levels, errors, latency search, stitching) is shared with ZipLM, so a
@@ -75,21 +74,3 @@ def random_solver(seed: int) -> Solver:
 def obs_solver(W: torch.Tensor, H: torch.Tensor, group_size: int, keep_counts: Sequence[int], damp: float) -> ObsResult:
     """ZipLM's structured OBS (greedy removal with optimal weight updates)."""
     return prune_groups(W, H, group_size, keep_counts, damp=damp)
-
-
-def _unseeded(solver: Solver) -> Callable[[int], Solver]:
-    return lambda _seed: solver
-
-
-# Method name -> seed -> solver. Only the random baseline uses the seed: the database builder passes one
-# derived from the run's seed and the sublayer, so runs with different seeds select different structures.
-SOLVERS: dict[str, Callable[[int], Solver]] = {
-    "obs": _unseeded(obs_solver),
-    "magnitude": _unseeded(magnitude_solver),
-    "random": random_solver,
-}
-SEEDED_METHODS: tuple[str, ...] = ("random",)  # whose database depends on the seed (it is in their fingerprint)
-# Kwon et al. 2022: Fisher mask search with least-squares mask tuning, or with binary masks only.
-FISHER_METHODS: tuple[str, ...] = ("fisher", "fisher-norescale")
-LAYERDROP = "layerdrop"  # DistilBERT/DistilGPT2-style students: whole layers dropped, no levels database
-METHODS: tuple[str, ...] = (*SOLVERS, *FISHER_METHODS, LAYERDROP)

@@ -7,10 +7,8 @@ schedules): level keys are always counts of the *dense* width, restricted to wha
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,77 +16,22 @@ from rich.progress import Progress
 from torch import nn
 
 from ziplm.core.database import DatabaseFingerprint, LevelDatabase, LevelEntry
-from ziplm.core.levels import ffn_levels, head_levels
 from ziplm.core.structure import ModelDims, Structure
 from ziplm.models.adapter import SUBLAYERS, Sublayer, current_structure, get_output_weight
 from ziplm.models.registry import adapter_for
-from ziplm.pruning.baselines import FISHER_METHODS, SEEDED_METHODS, SOLVERS, Solver, obs_solver
-from ziplm.pruning.calibration import ProjectionStats, capture
+from ziplm.pruning.baselines import Solver, obs_solver
+from ziplm.pruning.capture import ProjectionStats, capture
+from ziplm.pruning.fisher import build_fisher_database
+from ziplm.pruning.levels_database import (
+    DATABASE_FORMAT,
+    DatabaseSettings,
+    fingerprint,
+    open_database,
+    sublayer_seed,
+)
+from ziplm.pruning.methods import method
 
-# Version of what a build stores, recorded in every fingerprint: bump it whenever a change to a solver
-# (OBS, the baselines, Fisher), the error formula or the level grids changes the stored levels, so that a
-# resumed run refuses levels computed by older code instead of mixing them in.
-#   levels-v1: manifests written before this version was recorded.
-#   levels-v2: the random baseline draws from the run's seed, independently per layer and sublayer.
-DATABASE_FORMAT = "levels-v2"
-
-
-@dataclass(frozen=True)
-class DatabaseSettings:
-    """Knobs of a database build (all recorded in its fingerprint)."""
-
-    damp: float = 0.01
-    ffn_group_size: int = 1
-    ffn_grid_ratio: float = 0.9
-    ffn_round_to: int = 1
-    method: str = "obs"  # obs = ZipLM; magnitude / random / fisher / fisher-norescale are baselines
-    seed: int = 0  # the run's seed: draws the random baseline's structures (no effect on other methods)
-
-
-def _digest_tensors(tensors: Sequence[torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for t in tensors:
-        digest.update(str((tuple(t.shape), str(t.dtype))).encode())
-        digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def fingerprint(
-    model: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]], settings: DatabaseSettings
-) -> DatabaseFingerprint:
-    """What the database depends on: weights (and structure), calibration tokens, damping and grids."""
-    adapter = adapter_for(model)
-    dims = adapter.dims(model)
-    state = model.state_dict()
-    structure = str(current_structure(model, dims).to_dict()).encode()
-    model_digest = hashlib.sha256(_digest_tensors([state[k] for k in sorted(state)]).encode() + structure)
-    calibration = [t for b in batches for k in sorted(b) for t in [b[k]]]
-    return DatabaseFingerprint(
-        model=model_digest.hexdigest()[:16],
-        calibration=_digest_tensors(calibration),
-        damp=settings.damp,
-        head_levels=tuple(head_levels(dims.num_heads)),
-        ffn_levels=tuple(_ffn_grid(dims, settings)),
-        ffn_group_size=settings.ffn_group_size,
-        dims=dims.to_dict(),
-        method=settings.method,
-        version=DATABASE_FORMAT,
-        seed=settings.seed if settings.method in SEEDED_METHODS else None,
-    )
-
-
-def sublayer_seed(seed: int, layer: int, sublayer: str) -> int:
-    """A seed for one sublayer's random draw, derived from the run's: every sublayer draws independently."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{layer}/{sublayer}".encode()).digest()[:8], "little") >> 1
-
-
-def _ffn_grid(dims: ModelDims, settings: DatabaseSettings) -> list[int]:
-    return ffn_levels(
-        dims.intermediate_size,
-        ratio=settings.ffn_grid_ratio,
-        round_to=settings.ffn_round_to,
-        group_size=settings.ffn_group_size,
-    )
+__all__ = ["DATABASE_FORMAT", "DatabaseSettings", "build_database", "fingerprint", "open_database", "sublayer_seed"]
 
 
 def _sublayer_entries(
@@ -145,15 +88,6 @@ def _columns(groups: torch.Tensor, width: int) -> torch.Tensor:
     return (groups.long()[:, None] * width + torch.arange(width)).reshape(-1)
 
 
-def open_database(
-    model: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]], folder: str | Path, settings: DatabaseSettings
-) -> tuple[LevelDatabase, list[int]]:
-    """The database in `folder` for this model × data × settings, and the layers still to build (resume)."""
-    database = LevelDatabase.open(folder, fingerprint(model, batches, settings))
-    done = database.completed_layers()
-    return database, [i for i in range(adapter_for(model).dims(model).num_layers) if i not in done]
-
-
 def build_database(
     model: nn.Module,
     batches: Sequence[Mapping[str, torch.Tensor]],
@@ -163,17 +97,15 @@ def build_database(
 ) -> LevelDatabase:
     """Build (or resume) the levels database of `model` on calibration `batches` in `folder`.
 
-    Fisher methods (`ziplm.pruning.fisher`) need labelled batches (``with_labels=True``).
+    The method (``settings.method``) comes from `ziplm.pruning.methods.REGISTRY`: per-level solvers run
+    here, Fisher methods (`ziplm.pruning.fisher`) need labelled batches (``with_labels=True``).
     """
     settings = settings or DatabaseSettings()
-    if settings.method in FISHER_METHODS:
-        # Imported here: the Fisher builder reuses this module's settings and open_database.
-        from ziplm.pruning.fisher import build_fisher_database
-
+    chosen = method(settings.method)  # ValueError naming every registered method
+    if chosen.selection == "fisher":
         return build_fisher_database(model, batches, folder, settings, show_progress)
-    if settings.method not in SOLVERS:
-        known = sorted([*SOLVERS, *FISHER_METHODS])
-        raise ValueError(f"unknown structure-selection method {settings.method!r}; choose one of {known}")
+    if not chosen.builds_database:
+        raise ValueError(f"structure-selection method {chosen.name!r} builds no levels database")
     if not batches:
         raise ValueError("the calibration set is empty: give at least one batch of calibration samples")
     adapter = adapter_for(model)
@@ -219,5 +151,5 @@ def _layer_sublayer(
         kept, grid, width, group = layer_structure.neurons, fp.ffn_levels, 1, settings.ffn_group_size
     removed = adapter.output_projection(model, layer, sublayer) is None
     weight = torch.zeros(dims.hidden_size, 0) if removed else get_output_weight(adapter, model, layer, sublayer)
-    solver = SOLVERS[settings.method](sublayer_seed(settings.seed, layer, sublayer))
+    solver = method(settings.method).make_solver(sublayer_seed(settings.seed, layer, sublayer))
     return _sublayer_entries(weight, stats.get((layer, sublayer)), kept, grid, width, group, settings.damp, solver)

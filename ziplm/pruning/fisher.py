@@ -30,9 +30,9 @@ from ziplm.core.database import LevelDatabase, LevelEntry
 from ziplm.core.structure import ModelDims
 from ziplm.models.adapter import SUBLAYERS, Sublayer, current_structure, unwrap_linear_weight
 from ziplm.models.registry import adapter_for
-from ziplm.pruning.baselines import FISHER_METHODS
-from ziplm.pruning.calibration import ProjectionStats, capture
-from ziplm.pruning.database_builder import DatabaseSettings, open_database
+from ziplm.pruning.capture import ProjectionStats, capture
+from ziplm.pruning.levels_database import DatabaseSettings, open_database
+from ziplm.pruning.methods import METHODS, method
 
 LABEL_KEYS = ("labels", "start_positions", "end_positions")
 Key = tuple[int, Sublayer]
@@ -240,8 +240,10 @@ def build_fisher_database(
     Raises:
         ValueError: unknown Fisher method, empty or unlabelled calibration batches.
     """
-    if settings.method not in FISHER_METHODS:
-        raise ValueError(f"{settings.method!r} is not a Fisher method; choose one of {FISHER_METHODS}")
+    chosen = method(settings.method)
+    if chosen.selection != "fisher":
+        fisher = [name for name in METHODS if method(name).selection == "fisher"]
+        raise ValueError(f"{settings.method!r} is not a Fisher method; choose one of {tuple(fisher)}")
     if not batches:
         raise ValueError("the calibration set is empty: give at least one labelled batch")
     adapter = adapter_for(model)
@@ -254,7 +256,7 @@ def build_fisher_database(
     importance = fisher_importance(model, batches, todo, settings.ffn_group_size, show_progress=show_progress)
     database.build_seconds["fisher"] = time.perf_counter() - started
     stats: dict[Key, ProjectionStats] = {}
-    if settings.method == "fisher":  # mask tuning needs the projections' input Hessians
+    if chosen.mask_tuning:  # least-squares mask tuning needs the projections' input Hessians
         started = time.perf_counter()
         inputs = [{k: v for k, v in b.items() if k not in LABEL_KEYS} for b in batches]
         stats = capture(model, inputs, todo, show_progress=show_progress).stats

@@ -11,23 +11,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ziplm.core.latency import LatencyModel, LatencyTable
+from ziplm.core.latency import LatencyModel, LatencyTable, level_time
 from ziplm.core.search import SearchResult, dp_search, spdy_search
 
 Choice = list[tuple[int, int]]  # per layer: (kept heads, kept neurons)
 T = TypeVar("T")
-
-
-def level_time(times: Mapping[int, float], keep: int) -> float:
-    """Table time of a level; linear interpolation for a size between measured levels."""
-    if keep in times:
-        return times[keep]
-    below = max((k for k in times if k < keep), default=None)
-    above = min((k for k in times if k > keep), default=None)
-    if below is None or above is None:
-        raise KeyError(f"kept count {keep} is outside the latency table's levels {sorted(times)}")
-    w = (keep - below) / (above - below)
-    return (1 - w) * times[below] + w * times[above]
+__all__ = ["Choice", "SearchSpace", "level_time", "meet_measured_target", "search_target"]
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,8 @@ class SweepReportCallback(Callback):
             print(f"warning: the sweep report could not be written: {type(err).__name__}: {err}", file=sys.stderr)
 
     def _report(self, config: DictConfig) -> SweepOutcome:
-        from ziplm.report.sweep import collect_runs, report_group, write_sweep_report
-        from ziplm.report.sweep_render import CSV_COLUMNS, csv_rows
+        from ziplm.report.sweep import collect_runs, report_group
+        from ziplm.report.sweep_render import CSV_COLUMNS, csv_rows, write_sweep_report
         from ziplm.report.tracking import log_sweep_report
 
         sweep_dir = Path(str(config.hydra.sweep.dir))

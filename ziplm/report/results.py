@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # headless: CI and servers have no display
 import matplotlib.pyplot as plt
 
+from ziplm.report.records import MemberRecord
+
 
 def _fmt(value: Any, digits: int = 2) -> str:
     if isinstance(value, float):
@@ -19,30 +21,45 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return "—" if value is None else str(value)
 
 
-def results_table(dense: Mapping[str, Any], members: Sequence[Mapping[str, Any]], metric: str) -> str:
-    """Markdown table: one row for the dense model, one per family member."""
-    key = f"metric/{metric}"
-    dense_params = float(dense["parameters"])
-    lines = [
-        f"| model | target | predicted | measured | deviation | {metric} | Δ vs dense | params (M) | % params |",
-        "|---|---|---|---|---|---|---|---|---|",
-        f"| dense | 1.00× | 1.00× | 1.00× | — | {_fmt(dense[key])} | — | {dense_params / 1e6:.2f} | 100.0 |",
-    ]
+def results_rows(
+    dense: MemberRecord, members: Sequence[MemberRecord], metric: str
+) -> tuple[list[str], list[list[str]]]:
+    """The results table as (header, rows of formatted cells): one row for the dense model, one per member."""
+    dense_metric, dense_params = dense.metric(metric), float(dense.parameters)
+    header = ["model", "target", "predicted", "measured", "deviation", metric, "Δ vs dense", "params (M)", "% params"]
+    rows = [["dense", "1.00×", "1.00×", "1.00×", "—", _fmt(dense_metric), "—", f"{dense_params / 1e6:.2f}", "100.0"]]
     for m in members:
-        delta = float(m[key]) - float(dense[key])
-        lines.append(
-            f"| {m['member']} | {m['target_speedup']:.2f}× | {m['predicted_speedup']:.2f}× | "
-            f"{m['measured_speedup']:.2f}× | {100 * m['deviation']:+.1f}% | {_fmt(m[key])} | {delta:+.2f} | "
-            f"{m['parameters'] / 1e6:.2f} | {100 * m['parameters'] / dense_params:.1f} |"
+        assert m.target_speedup is not None and m.predicted_speedup is not None
+        assert m.measured_speedup is not None and m.deviation is not None
+        rows.append(
+            [
+                m.member,
+                f"{m.target_speedup:.2f}×",
+                f"{m.predicted_speedup:.2f}×",
+                f"{m.measured_speedup:.2f}×",
+                f"{100 * m.deviation:+.1f}%",
+                _fmt(m.metric(metric)),
+                f"{float(m.metric(metric)) - float(dense_metric):+.2f}",
+                f"{m.parameters / 1e6:.2f}",
+                f"{100 * m.parameters / dense_params:.1f}",
+            ]
         )
+    return header, rows
+
+
+def results_table(dense: MemberRecord, members: Sequence[MemberRecord], metric: str) -> str:
+    """Markdown table of `results_rows`."""
+    header, rows = results_rows(dense, members, metric)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def correction_notes(members: Sequence[Mapping[str, Any]]) -> list[str]:
+def correction_notes(members: Sequence[MemberRecord]) -> list[str]:
     """One line per member whose search target was corrected from measurement: what each try measured."""
     notes = []
     for m in members:
-        attempts = m.get("attempts") or []
+        attempts = m.attempts or []
         if len(attempts) < 2:
             continue
         tried = "; ".join(
@@ -50,24 +67,23 @@ def correction_notes(members: Sequence[Mapping[str, Any]]) -> list[str]:
             for a in attempts
         )
         notes.append(
-            f"member {m['member']}: {tried}; kept the one searched at {m['search_target']:.2f}× "
-            f"(closest to {m['target_speedup']:.2f}×; its measured column is a fresh measurement)"
+            f"member {m.member}: {tried}; kept the one searched at {m.search_target:.2f}× "
+            f"(closest to {m.target_speedup:.2f}×; its measured column is a fresh measurement)"
         )
     return notes
 
 
 def plot_metric_vs_speedup(
-    dense: Mapping[str, Any], members: Sequence[Mapping[str, Any]], metric: str, title: str, path: Path
+    dense: MemberRecord, members: Sequence[MemberRecord], metric: str, title: str, path: Path
 ) -> Path:
     """PNG: task metric against *measured* speedup, dense model at 1×, targets marked."""
-    key = f"metric/{metric}"
-    xs = [1.0] + [float(m["measured_speedup"]) for m in members]
-    ys = [float(dense[key])] + [float(m[key]) for m in members]
+    xs = [1.0] + [float(m.measured_speedup or 0.0) for m in members]
+    ys = [float(dense.metric(metric))] + [float(m.metric(metric)) for m in members]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     ax.plot(xs, ys, "o-", label="ZipLM family (measured speedup)")
     ax.scatter([1.0], [ys[0]], marker="*", s=150, zorder=3, label="dense")
     for m, x, y in zip(members, xs[1:], ys[1:], strict=True):
-        ax.annotate(f"target {m['target_speedup']:g}×", (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8)
+        ax.annotate(f"target {m.target_speedup:g}×", (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8)
     ax.set_xlabel("measured speedup over dense (×)")
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=10)
@@ -81,8 +97,8 @@ def plot_metric_vs_speedup(
 
 def write_report(
     out: Path,
-    dense: Mapping[str, Any],
-    members: Sequence[Mapping[str, Any]],
+    dense: MemberRecord,
+    members: Sequence[MemberRecord],
     metric: str,
     title: str,
     notes: Sequence[str] = (),
@@ -94,6 +110,6 @@ def write_report(
     body += [f"- {n}" for n in notes]
     (out / "results.md").write_text("\n".join(body) + "\n")
     with (out / "metrics.jsonl").open("w") as fh:
-        for record in [dict(dense), *members]:
-            fh.write(json.dumps(record) + "\n")
+        for record in [dense, *members]:
+            fh.write(json.dumps(record.to_json()) + "\n")
     return table, plot

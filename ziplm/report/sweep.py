@@ -10,7 +10,6 @@ reason; the finished members of an incomplete run are still real measurements an
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import traceback
@@ -268,37 +267,3 @@ def report_group(table: SweepTable) -> str:
     (experiment,) = experiments
     jobs = all("/" not in run.path and run.path != "." for run in table.runs)
     return f"{experiment}/{table.root.resolve().name}" if jobs else experiment
-
-
-def fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
-    """A table cell: '—' for missing values."""
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}{suffix}"
-
-
-@dataclass(frozen=True)
-class SweepReport:
-    """The files `write_sweep_report` wrote."""
-
-    markdown: Path
-    csv: Path
-    plots: list[Path]
-
-
-def write_sweep_report(table: SweepTable, out_dir: str | Path, references: bool = True) -> SweepReport:
-    """Write sweep.csv, sweep.md and ``pareto_<model>_<task>_<hardware>.png`` per group into `out_dir`.
-
-    Args:
-        table: from `collect_runs`.
-        out_dir: created if needed (a sweep folder, or the folder given to ``ziplm report``).
-        references: include the presets' published numbers (marked "published, not re-run").
-    """
-    from ziplm.report.sweep_render import csv_rows, plot_group, render_csv, render_markdown
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plots = {group: plot_group(table, group, out, references) for group in table.groups()}
-    csv_path = out / "sweep.csv"
-    csv_path.write_text(render_csv(csv_rows(table, references)))
-    md_path = out / "sweep.md"
-    md_path.write_text(render_markdown(table, plots, references))
-    return SweepReport(md_path, csv_path, [p for p in plots.values() if p is not None])

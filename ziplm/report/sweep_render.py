@@ -1,16 +1,21 @@
-"""Rendering a `SweepTable`: sweep.csv rows, sweep.md, and one Pareto plot per model × task × hardware."""
+"""Rendering a `SweepTable`: sweep.csv rows, sweep.md, and one Pareto plot per model × task × hardware.
+
+`ziplm.report.sweep` reads run folders into the table; this module renders and writes it (it imports
+`sweep`, never the other way round)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ziplm.report.pareto import ReferencePoint, Series, plot_pareto
 from ziplm.report.references import ReferenceRow
-from ziplm.report.sweep import Record, SweepTable, fmt
+from ziplm.report.sweep import Record, SweepTable
 
 Group = tuple[str, str, str]  # model, task, hardware
 PUBLISHED = "published, not re-run"
@@ -186,3 +191,35 @@ def render_markdown(table: SweepTable, plots: dict[Group, Path | None], referenc
     if table.warnings:
         lines += ["", "## Warnings", "", *[f"- {w}" for w in table.warnings]]
     return "\n".join(lines) + "\n"
+
+
+def fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
+    """A table cell: '—' for missing values."""
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}{suffix}"
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """The files `write_sweep_report` wrote."""
+
+    markdown: Path
+    csv: Path
+    plots: list[Path]
+
+
+def write_sweep_report(table: SweepTable, out_dir: str | Path, references: bool = True) -> SweepReport:
+    """Write sweep.csv, sweep.md and ``pareto_<model>_<task>_<hardware>.png`` per group into `out_dir`.
+
+    Args:
+        table: from `collect_runs`.
+        out_dir: created if needed (a sweep folder, or the folder given to ``ziplm report``).
+        references: include the presets' published numbers (marked "published, not re-run").
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {group: plot_group(table, group, out, references) for group in table.groups()}
+    csv_path = out / "sweep.csv"
+    csv_path.write_text(render_csv(csv_rows(table, references)))
+    md_path = out / "sweep.md"
+    md_path.write_text(render_markdown(table, plots, references))
+    return SweepReport(md_path, csv_path, [p for p in plots.values() if p is not None])

@@ -7,7 +7,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import Logger
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,33 @@ class RunLabels:
         }
 
 
+def make_logger(logger: Mapping[str, Any], save_dir: Path, run_name: str) -> Logger | bool:
+    """The run's Lightning logger: W&B (offline unless the user opts in), CSV, or none (False).
+
+    Lightning is imported here, only by runs that log; `make_trainer` (``ziplm.lit.trainer``) takes the result.
+    """
+    kind = logger.get("kind", "none")
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(save_dir), name="csv")
+    if kind == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        mode = os.environ.get("WANDB_MODE", logger.get("mode", "offline"))
+        return WandbLogger(
+            project=logger.get("project", "ziplm"),
+            name=run_name,
+            group=logger.get("group"),
+            tags=list(logger.get("tags", [])),
+            save_dir=str(save_dir),
+            mode=mode,
+        )
+    raise ValueError(f"unknown logger kind {kind!r}; choose wandb, csv or none")
+
+
 class Tracker:
     """Wraps the Lightning logger of the run so pipelines log members and reports in one place.
 
@@ -61,8 +91,6 @@ class Tracker:
     """
 
     def __init__(self, logger_cfg: Mapping[str, Any], out: Path, run: str | RunLabels) -> None:
-        from ziplm.lit.trainer import make_logger  # Lightning: imported only by runs that train or log
-
         self.kind = str(logger_cfg.get("kind", "none"))
         settings = dict(logger_cfg)
         if isinstance(run, RunLabels):

@@ -1,16 +1,16 @@
-"""In-situ sublayer times: isolated timings give the *shape* of each curve, whole models give its values.
+"""Per-layer sublayer times measured inside the whole model: the anchors of a latency table.
 
-A sublayer timed alone runs with its weights hot in cache and without its neighbours' per-op
-overheads; on this CPU a plain sum of isolated times mispredicted whole pruned models by 8–80%
-(batch 1 is memory bound in the full model, compute bound in isolation). So we also time whole
-models in which *every* layer has the same attention level (FFN dense) or the same FFN level
-(attention dense). With L layers and a removed sublayer costing nothing,
+`in_situ_times` times whole models in which *every* layer has the same attention level (FFN dense) or
+the same FFN level (attention dense), plus the dense model and the model with everything prunable
+removed, all interleaved in the same rounds. With L layers and a removed sublayer costing nothing,
 
     t_attn(k) = (T(all attention at k) − T(all attention removed)) / L,
 
-exactly what that level costs inside the model. These anchors are taken at a few levels and straight
-lines between them give every level (`through_anchors`; `smooth_anchors` is the least-squares alternative
-that benchmarks/speedup_accuracy.py compares). All whole models are timed interleaved in the same rounds.
+what that level costs inside the model; likewise for FFN levels. These anchors are taken at a few
+levels (`anchor_levels`: always 0, the smallest kept level and the dense level) and `through_anchors`
+draws every other level on straight lines between them. `smooth_anchors` (a least-squares curve) and
+`interpolate_with_shape` are kept only to compare against; why they are not used, and the other latency
+models that were tried, is in benchmarks/LATENCY_NOTES.md.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ziplm.core.latency import level_time
 from ziplm.core.structure import Structure
 from ziplm.models.registry import adapter_for
 
@@ -98,20 +99,18 @@ def interpolate_with_shape(isolated: Mapping[int, float], anchors: Mapping[int, 
 
 
 def through_anchors(levels: Sequence[int], anchors: Mapping[int, float]) -> dict[int, float]:
-    """Every level's time on straight lines between the anchors (exact at each: noise included)."""
-    return interpolate_with_shape({k: float(k) for k in levels}, anchors)
+    """Every level's time on straight lines between the anchors (exact at each: noise included).
+
+    `level_time` is the project's one interpolation of table times (the search uses it too); the anchors
+    always include the grid's ends (`anchor_levels`), so every level lies between two of them."""
+    return {k: level_time(anchors, k) for k in sorted(levels)}
 
 
 def smooth_anchors(levels: Sequence[int], anchors: Mapping[int, float], degree: int = 2) -> dict[int, float]:
     """Every level's per-layer time from a least-squares polynomial in the kept count through the anchors
     of kept levels (exact at the dense level; a removed sublayer keeps its anchor, 0).
 
-    The hypothesis it tests: each whole-model anchor carries up to ~3% of T_base of timing noise on a
-    shared CPU, the search favours the levels noise made look cheap, and in-situ time is smooth in the
-    kept count (a quadratic's residuals were ≤ 0.01·T_base on our tables), so a fit over all anchors
-    should average the noise out. Measured (A/B on one table, `benchmarks/speedup_accuracy.py --fits`):
-    it did not help — the removed-sublayer anchor's noise, which no fit over kept levels touches,
-    dominated — so tables use `through_anchors`.
+    Not what tables use (measured worse than `through_anchors`: benchmarks/LATENCY_NOTES.md).
 
     With fewer than ``degree + 2`` kept anchors nothing would be averaged: straight lines between them.
     """

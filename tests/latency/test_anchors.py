@@ -7,7 +7,7 @@ import random
 import pytest
 
 from tests.conftest import TINY_BERT
-from ziplm.latency.calibrate import anchor_levels, in_situ_times, interpolate_with_shape, smooth_anchors
+from ziplm.latency.anchors import anchor_levels, in_situ_times, interpolate_with_shape, smooth_anchors
 from ziplm.models import adapter_for, build_model
 
 
@@ -106,7 +106,7 @@ def test_anchors_are_shrunk_only_when_they_would_exceed_what_removal_saves() -> 
 
 
 def test_check_choices_are_uneven_valid_and_seeded() -> None:
-    from ziplm.latency.calibrate import check_choices
+    from ziplm.latency.anchors import check_choices
 
     choices = check_choices(6, [4, 3, 2, 1], [64, 32, 16], count=3, seed=1)
     assert choices == check_choices(6, [4, 3, 2, 1], [64, 32, 16], count=3, seed=1)
