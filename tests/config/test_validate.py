@@ -338,6 +338,19 @@ def test_cli_fails_in_seconds_with_one_line_and_does_nothing(tmp_path: Path, ove
     assert {p.name for p in tmp_path.iterdir()} == {"run"}  # no cache/: no teacher, latency table, tokenizer
 
 
+@pytest.mark.parametrize(("overrides", "key"), BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_every_bad_value_fails_on_the_cli_with_one_line(tmp_path: Path, overrides: tuple[str, ...], key: str) -> None:
+    """Each bad value above, through the real CLI: exit 1, one `error:` line naming the key, nothing written."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ziplm", "run", SMOKE, *overrides, f"output_root={tmp_path}"],
+        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("error: ValueError: ") and key in lines[0], lines[0]
+    assert not (tmp_path / "cache").exists()
+
+
 def test_cli_validates_each_sweep_job_and_the_sweep_goes_on(tmp_path: Path) -> None:
     args = ["run", "-m", SMOKE, "schedule.damp=-1,0", f"output_root={tmp_path}"]
     result = subprocess.run(
