@@ -254,7 +254,7 @@ def _check_hardware(values: Mapping[str, Any], dims: Mapping[str, Any]) -> None:
 def check_schedule_targets(targets: Sequence[float], schedule: str) -> None:
     """Targets must be finite speedups > 1, each once; a gradual schedule needs them strictly increasing.
 
-    The messages keep the wording of ``ziplm.pipelines.context.check_targets`` and name ``schedule.targets``.
+    The messages name ``schedule.targets`` and keep the wording sweep reports match on.
     """
     example = "schedule.targets=[1.5,2.0,3.0]" if schedule != "gradual" else "schedule.targets=[2,3,4]"
     if not targets:

@@ -335,6 +335,19 @@ class LatencyModel:
         """Predicted speedup T_base / T(choice) of a per-layer ``(kept heads, kept neurons)`` choice."""
         return self.table.base_time / self.predict(choice)
 
+    def check_reachable(self, targets: Sequence[float]) -> None:
+        """Refuse, before any search, the targets this table cannot reach.
+
+        Raises:
+            UnreachableTargetError: naming the targets and the maximum reachable speedup.
+        """
+        too_far = [t for t in targets if t >= self.max_speedup]
+        if too_far:
+            raise UnreachableTargetError(
+                f"targets {too_far} are unreachable in this environment: the maximum reachable speedup is "
+                f"{format_speedup(self.max_speedup)} (everything prunable removed)"
+            )
+
     def budget(self, target_speedup: float) -> float:
         """Seconds the prunable blocks may take together to reach `target_speedup` (spec §5).
 

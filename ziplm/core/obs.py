@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ziplm.core.linalg import spd_inverse
+
 __all__ = ["ObsLevel", "ObsResult", "group_columns", "prune_groups"]
 
 _DEFAULT_RANK_BUDGET = 64  # columns of pending updates per flush; 64–128 measured best for d_in 3072
@@ -134,34 +136,6 @@ def _validate(W: torch.Tensor, H: torch.Tensor, group_size: int, keep_counts: Se
     return counts
 
 
-def _spd_inverse(A: torch.Tensor, leaf: int = 128) -> torch.Tensor:
-    """(n, n) inverse of an (n, n) SPD matrix by recursive 2 × 2 block elimination (ValueError if not PD).
-
-    LAPACK's SPD inverse (``potri``) ran ~7× slower than matrix products on our CPUs (4.7 s vs 0.65 s at
-    n = 3072); this recursion spends ~all of its (4/3)·n³ flops in matrix products. Schur complements of
-    SPD matrices are SPD, so a non-PD input shows up as a failed Cholesky in some leaf of size <= leaf.
-    """
-    n = A.shape[0]
-    if n <= leaf:
-        chol, info = torch.linalg.cholesky_ex(A)
-        if info.item() != 0:
-            raise ValueError("matrix is not positive definite")
-        return torch.cholesky_inverse(chol)
-    m = n // 2
-    top_left, top_right = A[:m, :m], A[:m, m:]
-    inv_tl = _spd_inverse(top_left, leaf)
-    inv_tl_tr = inv_tl @ top_right  # (m, n − m)
-    schur = torch.addmm(A[m:, m:], top_right.T, inv_tl_tr, alpha=-1.0)
-    inv_schur = _spd_inverse(schur, leaf)
-    x = inv_tl_tr @ inv_schur
-    out = torch.empty_like(A)
-    torch.addmm(inv_tl, x, inv_tl_tr.T, out=out[:m, :m])
-    torch.neg(x, out=out[:m, m:])
-    out[m:, :m] = out[:m, m:].T
-    out[m:, m:] = inv_schur
-    return out
-
-
 def _damped_inverse(W: torch.Tensor, H: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Float64 copies after the dead-column fix and damping: W (d_out, d_in) and H⁻¹ (d_in, d_in)."""
     W64 = W.detach().to(torch.float64, copy=True)
@@ -175,7 +149,7 @@ def _damped_inverse(W: torch.Tensor, H: torch.Tensor, damp: float) -> tuple[torc
     # Damping relative to the mean curvature keeps H⁻¹ well conditioned (tokens ≪ d_in, collinear inputs).
     diag += damp * diag.mean()
     try:
-        return W64, _spd_inverse(H64)
+        return W64, spd_inverse(H64)
     except ValueError:
         raise ValueError(
             f"H is not positive definite even after damping (damp={damp}); is it a Hessian of inputs "

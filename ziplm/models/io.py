@@ -123,9 +123,10 @@ def save_pruned(
     """
     if dtype is not None and dtype not in SAVE_DTYPES:
         raise ValueError(f"unknown save dtype {dtype!r}; choose one of {sorted(SAVE_DTYPES)}")
-    wanted = SAVE_DTYPES[dtype] if dtype is not None else _model_dtype(model)
+    own = _model_dtype(model)
+    wanted = SAVE_DTYPES[dtype] if dtype is not None else own
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-    if not on_cpu or _model_dtype(model) != wanted:
+    if not on_cpu or own != wanted:
         model = copy.deepcopy(model).to(device="cpu", dtype=wanted)
     adapter = adapter_for(model)
     carried = current_structure(model, adapter.dims(model))

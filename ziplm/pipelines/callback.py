@@ -22,8 +22,9 @@ import lightning as L
 import torch
 from lightning.pytorch import Callback
 
-from ziplm.core.latency import LatencyModel, UnreachableTargetError, format_speedup
+from ziplm.core.latency import LatencyModel
 from ziplm.core.structure import Structure
+from ziplm.data.features import MODEL_INPUTS
 from ziplm.latency.cache import load_or_measure
 from ziplm.latency.measure import Environment, interleaved_speedups
 from ziplm.models import adapter_for, count_parameters, save_pruned
@@ -34,7 +35,6 @@ from ziplm.pruning.stitch import stitch
 from ziplm.pruning.targets import search_target
 from ziplm.report.records import MemberRecord
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 DATABASE_DIR = "database"
 FAMILY_TABLE = "family.md"
 
@@ -192,12 +192,7 @@ class ZipLMPruning(Callback):
         heads, ffn = self.settings.level_grids(dims.num_heads, dims.intermediate_size)
         table, _, _ = load_or_measure(model, self.environment, heads, ffn, self.cache_dir, self.show_progress)
         latency = LatencyModel(table, dims.num_layers)
-        too_far = [t for t in self.targets if t >= latency.max_speedup]
-        if too_far:
-            raise UnreachableTargetError(
-                f"ZipLMPruning: targets {too_far} are unreachable in this environment: the maximum reachable "
-                f"speedup is {format_speedup(latency.max_speedup)}"
-            )
+        latency.check_reachable(self.targets)
         return latency
 
     # --- the family ------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ class RunContext:
     eval_examples: datasets.Dataset
     eval_features: datasets.Dataset
 
-    @property
+    @functools.cached_property
     def device(self) -> torch.device:
         """Where the teacher, members, calibration and evaluation live (the trainer's accelerator)."""
         return run_device(self.trainer)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.markdown import Markdown
 
-from ziplm.core.latency import LatencyModel, UnreachableTargetError, format_speedup
+from ziplm.core.latency import LatencyModel, format_speedup
 from ziplm.data.calibration import calibration_batches
 from ziplm.eval.evaluate import evaluate
 from ziplm.eval.metrics import METRICS
@@ -79,12 +79,7 @@ def _latency(ctx: RunContext, phases: Phases) -> LatencyModel:
         console.print(f"{'reused' if cached else 'measured'} latency table {path}")
         print_self_check(console, table)
     latency = LatencyModel(table, dims.num_layers)
-    too_far = [t for t in ctx.targets if t >= latency.max_speedup]
-    if too_far:
-        raise UnreachableTargetError(
-            f"targets {too_far} are unreachable in this environment: the maximum reachable speedup is "
-            f"{format_speedup(latency.max_speedup)} (everything prunable removed)"
-        )
+    latency.check_reachable(ctx.targets)
     hollow = [t for t in ctx.targets if t > latency.max_layer_preserving_speedup]
     if hollow:
         console.print(
