@@ -8,7 +8,7 @@ and batch 1 × seq 128, all models timed interleaved (drift hits them alike; spe
     python benchmarks/compound_cpu.py --member outputs/run/default/<time>/family/2x
     python benchmarks/compound_cpu.py --quick          # tiny BERT + generated task in a temp folder: wiring check
 
-Without a saved 2× member it runs the one-shot pipeline for target 2 first (``ziplm run schedule.targets=[2]``,
+Without a saved 2× member it runs the one-shot pipeline for target 2 first (``ziplm run search.targets=[2]``,
 minutes). Expect no speedup from unstructured zeros (PyTorch's dense CPU kernels multiply them like any
 value; the paper used a sparsity-aware engine) and a real one from INT8 dynamic quantization.
 """
@@ -28,9 +28,9 @@ import torch
 from ziplm.compress import CompressionSettings, compress, sparsity_report
 from ziplm.config.paths import compose
 from ziplm.data.calibration import calibration_batches
-from ziplm.eval.evaluate import evaluate
 from ziplm.eval.metrics import METRICS
 from ziplm.latency.measure import interleaved_medians
+from ziplm.lit.phases import evaluate
 from ziplm.models import load_pruned
 from ziplm.pipelines.context import RunContext, build_context
 from ziplm.pipelines.prune import run_prune
@@ -52,7 +52,7 @@ def member_for(ctx: RunContext, overrides: list[str], target: float, given: str 
     folder = find_member(ctx, target)
     if folder is None:
         print(f"no saved {target:g}x member: running the one-shot pipeline for it first", flush=True)
-        run_prune(compose([*overrides, f"schedule.targets=[{target:g}]"], command="run"))
+        run_prune(compose([*overrides, f"search.targets=[{target:g}]"], command="run"))
         folder = find_member(ctx, target)
     if folder is None:
         raise FileNotFoundError(f"the one-shot run did not leave a family/{target:g}x member")
@@ -110,7 +110,7 @@ def run(overrides: list[str], args: argparse.Namespace) -> None:
     models = variants(teacher.eval(), member, batches)
     metric = METRICS[ctx.task.metric].headline
     scores = {
-        name: evaluate(m, ctx.task, ctx.eval_examples, ctx.eval_features, 64, show_progress=False)[metric]
+        name: evaluate(m, ctx.task, ctx.eval_examples, ctx.eval_features, ctx.trainer, 64, show_progress=False)[metric]
         for name, m in models.items()
     }
     envs = {"b32": ctx.env, "b1": dataclasses.replace(ctx.env, batch_size=1)}

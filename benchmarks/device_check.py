@@ -57,9 +57,9 @@ QUICK_TIMING = [
     "hardware.warmup=1",
     "hardware.repetitions=3",
     "hardware.max_seconds_per_entry=1.0",
-    "schedule.speedup_rounds=3",
-    "schedule.speedup_corrections=0",
-    "schedule.calibration_samples=32",
+    "search.speedup_rounds=3",
+    "search.speedup_corrections=0",
+    "pruner.calibration_samples=32",
 ]
 
 
@@ -79,7 +79,7 @@ def _plan(dry: bool) -> dict[str, Any]:
                 "trainer": ["trainer=cpu", "trainer.precision=bf16-mixed", *QUICK_TIMING],
                 "family": ["experiment=smoke"], "half_training": "bf16-mixed"}  # fmt: skip
     env = {"device": "cuda", "dtype": "float16", "seq_length": 128, "warmup": 10, "repetitions": 20}
-    family = ["model=minilm", "task=bbc-news", "schedule.targets=[1.5,2.0,3.0]", "schedule.teacher_epochs=1"]
+    family = ["model=minilm", "task=bbc-news", "search.targets=[1.5,2.0,3.0]", "teacher.epochs=1"]
     return {"model": BERT_BASE, "batches": [128, 1], "env": env, "rounds": 15, "profile": "hardware=a100",
             "trainer": ["trainer=gpu"], "family": family, "half_training": "16-mixed"}  # fmt: skip
 
@@ -174,7 +174,7 @@ def oneshot_family(plan: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def gradual_half(plan: dict[str, Any], out: Path) -> dict[str, Any]:
-    args = ["experiment=smoke", "schedule=gradual", "schedule.targets=[1.5]", "schedule.epochs_per_stage=1",
+    args = ["experiment=smoke", "schedule=gradual", "search.targets=[1.5]", "distill.epochs_per_stage=1",
             plan["profile"], "hardware.batch_size=32", "hardware.seq_length=64", *plan["trainer"],
             f"trainer.precision={plan['half_training']}"]  # fmt: skip
     return _ziplm(args, out, "gradual")

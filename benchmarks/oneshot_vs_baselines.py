@@ -19,9 +19,9 @@ from pathlib import Path
 from ziplm.config.paths import compose
 from ziplm.core.latency import LatencyModel
 from ziplm.data.calibration import calibration_batches
-from ziplm.eval.evaluate import evaluate
 from ziplm.latency.cache import load_or_measure
 from ziplm.latency.measure import interleaved_speedups
+from ziplm.lit.phases import evaluate
 from ziplm.models import adapter_for
 from ziplm.pipelines.context import build_context
 from ziplm.pipelines.family import search_space
@@ -46,22 +46,26 @@ def main() -> None:
     heads, ffn = level_grids(cfg, dims.num_heads, dims.intermediate_size)
     table, _, _ = load_or_measure(teacher, ctx.env, heads, ffn, cfg.cache_dir)
     latency = LatencyModel(table, dims.num_layers)
-    calib = calibration_batches(ctx.train_features, int(ctx.schedule["calibration_samples"]), 32, int(cfg.seed))
+    calib = calibration_batches(ctx.train_features, int(ctx.pruner.calibration_samples), 32, int(cfg.seed))
     metric = "accuracy"
-    dense = evaluate(teacher, ctx.task, ctx.eval_examples, ctx.eval_features, 64, show_progress=False)[metric]
+
+    def score(model: object) -> float:
+        return evaluate(model, ctx.task, ctx.eval_examples, ctx.eval_features, ctx.trainer, 64, show_progress=False)[metric]
+
+    dense = score(teacher)
     print(f"{ctx.spec.name} on {ctx.task.name} ({'cached' if cached else 'new'} teacher), {ctx.env.device} "
           f"batch {ctx.env.batch_size} x seq {ctx.env.seq_length}; dense {metric} {dense:.2f}")  # fmt: skip
     print(f"{'method':<10}{'target':>8}{'predicted':>11}{'measured':>10}{metric:>10}{'Δ dense':>9}{'seconds':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods:
             started = time.perf_counter()
-            settings = DatabaseSettings(damp=float(ctx.schedule["damp"]), method=method)
+            settings = DatabaseSettings(damp=float(ctx.pruner.damp), method=method)
             db = build_database(teacher, calib, Path(tmp) / method, settings, show_progress=False)
             space = search_space(db, table, dims.num_layers)
             for target in args.targets:
                 choice, _ = search_target(space, latency, target)
                 pruned = stitch(teacher, db, choice)
-                acc = evaluate(pruned, ctx.task, ctx.eval_examples, ctx.eval_features, 64, show_progress=False)[metric]
+                acc = score(pruned)
                 measured = interleaved_speedups(teacher, [pruned], ctx.env, args.rounds)[0]
                 print(
                     f"{method:<10}{target:>8.2f}{latency.speedup(choice):>11.2f}{measured:>10.2f}{acc:>10.2f}"

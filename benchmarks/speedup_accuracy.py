@@ -39,7 +39,7 @@ from ziplm.latency.measure import FITS, Environment, interleaved_speedups, refit
 from ziplm.models import ModelSpec, adapter_for, build_model
 from ziplm.pruning.targets import Choice, SearchSpace, meet_measured_target, search_target
 
-# The pipeline's own defaults (schedule.speedup_tolerance / speedup_corrections), read, not copied.
+# The pipeline's own defaults (search.speedup_tolerance / speedup_corrections), read, not copied.
 LOOP_TOLERANCE, LOOP_CORRECTIONS = ScheduleConfig.speedup_tolerance, ScheduleConfig.speedup_corrections
 MODELS = {
     "minilm": ModelSpec(name="minilm", family="bert", source="packaged:minilm"),

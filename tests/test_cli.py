@@ -64,7 +64,7 @@ def test_unknown_command_exits_2_with_the_list() -> None:
 
 
 def test_bad_input_is_one_clear_line_without_traceback(tmp_path: Path) -> None:
-    result = _run("run", "experiment=smoke", "schedule.targets=[]", f"output_root={tmp_path}")
+    result = _run("run", "experiment=smoke", "search.targets=[]", f"output_root={tmp_path}")
     assert result.returncode == 1
     assert "error: ValueError: schedule 'oneshot' has an empty target list" in result.stderr
     assert "Traceback" not in result.stderr

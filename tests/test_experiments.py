@@ -242,18 +242,18 @@ def test_documented_sweeps_are_the_papers() -> None:
     for task in ("sst2", "qnli", "mnli", "qqp"):
         assert f"experiment=bert-base-glue-gradual task={task}" in documented
     for n in (32, 128, 512, 1024, 4096):
-        assert f"experiment=bert-base-oneshot schedule.calibration_samples={n}" in documented
+        assert f"experiment=bert-base-oneshot pruner.calibration_samples={n}" in documented
     for hardware in ("cpu", "a100"):
         assert f"experiment=bert-base-oneshot hardware={hardware}" in documented
 
 
 def test_baseline_sweep_selects_every_known_method() -> None:
     path = EXPERIMENTS_DIR / "minilm-bbc-baselines.yaml"
-    methods = _sweep(path)["schedule.method"]
+    methods = _sweep(path)["pruner.method"]
     assert methods == ["obs", "magnitude", "random", "fisher", "layerdrop"]
     assert set(methods) <= set(METHODS)
     for method in methods:
-        assert compose([f"experiment={path.stem}", f"schedule.method={method}"]).schedule.method == method
+        assert compose([f"experiment={path.stem}", f"pruner.method={method}"]).pruner.method == method
 
 
 def test_miniatures_are_offline_on_cpu() -> None:
@@ -261,7 +261,7 @@ def test_miniatures_are_offline_on_cpu() -> None:
         cfg = _composed(EXPERIMENTS_DIR / f"{stem}.yaml")
         assert (cfg.model.source, cfg.task.name, cfg.task.dataset) == ("packaged:minilm", "bbc-news", None)
         assert (cfg.hardware.device, cfg.trainer.accelerator) == ("cpu", "cpu")
-    family = _composed(EXPERIMENTS_DIR / "minilm-bbc-family.yaml").schedule
+    family = _composed(EXPERIMENTS_DIR / "minilm-bbc-family.yaml").search
     assert list(family.targets) == [1.5, 2.0, 3.0, 4.0]
 
 
@@ -289,15 +289,15 @@ def _tiny_overrides(path: Path) -> list[str]:
         "trainer.batch_size=16",
         "trainer.eval_batch_size=32",
         "logger=none",
-        "schedule.targets=[1.5]",
-        "schedule.calibration_samples=16",
-        "schedule.spdy_random_starts=1",
-        "schedule.spdy_local_steps=1",
-        "schedule.spdy_loss_samples=16",
-        "schedule.speedup_rounds=2",
-        "schedule.speedup_corrections=0",  # the fake table is not this machine: tested in tests/pipelines
-        f"schedule.epochs_per_stage={min(float(cfg.schedule.epochs_per_stage), 1.0)}",
-        f"schedule.teacher_epochs={min(float(cfg.schedule.teacher_epochs), 1.0)}",
+        "search.targets=[1.5]",
+        "pruner.calibration_samples=16",
+        "search.spdy_random_starts=1",
+        "search.spdy_local_steps=1",
+        "search.spdy_loss_samples=16",
+        "search.speedup_rounds=2",
+        "search.speedup_corrections=0",  # the fake table is not this machine: tested in tests/pipelines
+        f"distill.epochs_per_stage={min(float(cfg.distill.epochs_per_stage), 1.0)}",
+        f"teacher.epochs={min(float(cfg.teacher.epochs), 1.0)}",
     ]
 
 
@@ -320,7 +320,7 @@ def _linear_table(model: Any, env: Any, heads: list[int], ffn: list[int], cache_
 
 def _methods(path: Path) -> list[str | None]:
     """One slow run per method a preset sweeps (None: the preset's own method)."""
-    return list(_sweep(path).get("schedule.method", [])) or [None]
+    return list(_sweep(path).get("pruner.method", [])) or [None]
 
 
 RUNS = [(p, m) for p in PRESETS for m in _methods(p)]
@@ -339,7 +339,7 @@ def test_preset_runs_to_completion(
     monkeypatch.setattr(context_module, "run_dir", lambda cfg: out)
     monkeypatch.setattr(prune, "load_or_measure", _linear_table)
     _, overrides, _ = _command(path)
-    extra = [f"schedule.method={method}"] if method else []
+    extra = [f"pruner.method={method}"] if method else []
     cfg = compose([*overrides, *_tiny_overrides(path), *extra, f"output_root={tmp_path}", f"cache_dir={tmp_path}/c"])
     assert cfg.name == path.stem and cfg.hardware.name == _composed(path).hardware.name  # the profile stays
     prune.run_prune(cfg)
@@ -352,7 +352,7 @@ def test_preset_runs_to_completion(
     manifests = list(out.glob("**/database/manifest.json"))
     assert manifests, "no OBS database was built"
     for manifest in manifests:
-        assert json.loads(manifest.read_text())["fingerprint"]["method"] == (method or cfg.schedule.method)
+        assert json.loads(manifest.read_text())["fingerprint"]["method"] == (method or cfg.pruner.method)
 
 
 def test_readme_table_lists_every_preset_with_its_command() -> None:

@@ -67,7 +67,8 @@ ALLOWED: dict[str, set[str]] = {
     "core": set(),  # pure torch + numpy
     "data": set(),  # tasks as data: splits, features, builtin corpora
     "commands": set(),  # the command table (strings only)
-    "config": {"commands"},  # validation checks `command=` against the table
+    # validation checks `command=` against the table; the schemas and RunSettings are the layers' own classes
+    "config": {"commands", "core", "data", "latency", "models", "pruning"},
     "eval": {"data"},
     "models": {"core"},  # a BPE tokenizer is handed its corpus by the caller (see EXCEPTIONS)
     "compress": {"core", "models"},

@@ -113,21 +113,21 @@ def hub(command: str, *append: str, fill: Any = None) -> UserPath:
 M, SWEEP = "{member}", "{sweep}"
 F2X, MEM = {"<family/2x>": M}, {"<member>": M}
 # Smaller than `experiment=smoke` where it costs nothing to check: one target, two timing rounds per member.
-FAST = ("schedule.targets=[1.5]", "schedule.speedup_rounds=2")
+FAST = ("search.targets=[1.5]", "search.speedup_rounds=2")
 SMOKE = ("experiment=smoke", *FAST)  # the main job's choices that a README line leaves, at smoke scale
-ON_MEMBER = ("task=tiny-cls", "hardware.batch_size=4", "hardware.seq_length=32", "schedule.speedup_rounds=2")
+ON_MEMBER = ("task=tiny-cls", "hardware.batch_size=4", "hardware.seq_length=32", "search.speedup_rounds=2")
 OBS = (*ON_MEMBER, "compression.calibration_samples=16")
 SERVE = ("serve.requests=16", "serve.warmup=1", "serve.rounds=2", "serve.seq_length=16")
 # The main job (MiniLM on BBC News) itself, shrunk: ~2 min on 2 cores.
 MINILM = (
     *FAST, "task.max_train_samples=64", "task.max_eval_samples=32", "task.max_seq_length=32",
-    "schedule.teacher_epochs=0.5", "schedule.calibration_samples=16", "schedule.spdy_random_starts=1",
-    "schedule.spdy_local_steps=1", "schedule.spdy_loss_samples=16", "hardware.batch_size=4",
+    "teacher.epochs=0.5", "pruner.calibration_samples=16", "search.spdy_random_starts=1",
+    "search.spdy_local_steps=1", "search.spdy_loss_samples=16", "hardware.batch_size=4",
     "hardware.seq_length=32", "hardware.warmup=0", "hardware.repetitions=2", "hardware.max_seconds_per_entry=1",
     "trainer.batch_size=16", "trainer.eval_batch_size=32",
 )  # fmt: skip
-GPT2_MINI = (*MINILM, "task.max_eval_samples=4", "task.stride=32", "schedule.teacher_epochs=0.02",
-             "schedule.epochs_per_stage=0.02")  # fmt: skip
+GPT2_MINI = (*MINILM, "task.max_eval_samples=4", "task.stride=32", "teacher.epochs=0.02",
+             "distill.epochs_per_stage=0.02")  # fmt: skip
 # tiny-gpt2's 50257-token head outweighs its layers (at most ~1.2x reachable): the offline GPT-2 miniature
 LM = ("model=gpt2-mini", *SMOKE, "task.max_seq_length=64", "task.stride=64", "hardware.batch_size=4",
       "hardware.seq_length=32")  # fmt: skip
@@ -156,10 +156,10 @@ PATHS: tuple[UserPath, ...] = (
     run("ziplm serve-bench checkpoint=<member> serve.concurrency=4 serve.requests=200", *SERVE, check="serve",
         fill=MEM),
     UserPath("ziplm run experiment=smoke", "run", own_outputs=False),  # builds the member the others use
-    run("ziplm run schedule=gradual schedule.targets=[2,3,4]", *SMOKE, "schedule.targets=[1.5,2]"),
+    run("ziplm run schedule=gradual search.targets=[2,3,4]", *SMOKE, "search.targets=[1.5,2]"),
     hub("ziplm run model=bert-base task=squad hardware=a100 schedule=gradual", *GPU),
     hub("ziplm latency model=bert-base hardware=cpu-latency"),
-    run("ziplm run -m schedule.damp=0.001,0.01,0.1", *SMOKE, slow=True),
+    run("ziplm run -m pruner.damp=0.001,0.01,0.1", *SMOKE, slow=True),
     run("ziplm run --cfg job", check="config"),
     # README: your own data (files written by Runner), devices and precision
     run("ziplm run task=sst2 task.num_labels=5 'task.data_files={train: my.csv, validation: dev.csv}'", *SMOKE),
@@ -181,19 +181,19 @@ PATHS: tuple[UserPath, ...] = (
     run("ziplm run experiment=minilm-bbc-family", *MINILM, slow=True),
     run("ziplm run -m experiment=minilm-bbc-baselines", *MINILM, "logger=none", slow=True),
     run("ziplm run experiment=gpt2-mini-wiki", *GPT2_MINI, slow=True),
-    run("ziplm run experiment=gpt2-mini-wiki schedule.method=layerdrop", *GPT2_MINI, slow=True),
+    run("ziplm run experiment=gpt2-mini-wiki pruner.method=layerdrop", *GPT2_MINI, slow=True),
     # Sweeps and launchers
     run("ziplm run -m experiment=smoke seed=0,1,2", *FAST),  # the sweep the report above reads
     run("ziplm run -m hydra/launcher=joblib hydra.launcher.n_jobs=2 hardware.threads=1 experiment=smoke seed=0,1",
         *FAST, slow=True),
     UserPath("ziplm run -m hydra/launcher=submitit_slurm hydra.launcher.partition=<partition> "
-             "experiment=bert-base-squad-gradual schedule.method=obs,magnitude",
+             "experiment=bert-base-squad-gradual pruner.method=obs,magnitude",
              "compose", fill=(("<partition>", "gpu"),)),  # needs a SLURM cluster (sbatch) with GPUs
     # Deployment; experiments/README.md "Running"
     run("ziplm latency hardware=cpu-onnxruntime", "experiment=smoke", check="latency", slow=True),
     run("ziplm run hardware=cpu-compile", *SMOKE, slow=True),
     run("ziplm run experiment=smoke --cfg job", check="config"),
-    run("ziplm run -m experiment=smoke schedule.damp=0.001,0.01,0.1", *FAST, slow=True),
+    run("ziplm run -m experiment=smoke pruner.damp=0.001,0.01,0.1", *FAST, slow=True),
 )
 # fmt: on
 BY_COMMAND = {p.command: p for p in PATHS}
@@ -215,7 +215,7 @@ def test_extraction_reads_blocks_tables_and_continuations() -> None:
     assert "ziplm" in documented, "the quickstart's `... && ziplm`"
     assert any(w.startswith("experiments/README.md") for w in documented["ziplm run experiment=smoke"])
     assert "ziplm eval checkpoint=<member> task=wikitext103" in documented, "a table cell"
-    assert any("submitit_slurm" in c and c.endswith("schedule.method=obs,magnitude") for c in documented)
+    assert any("submitit_slurm" in c and c.endswith("pruner.method=obs,magnitude") for c in documented)
     assert not any("#" in c for c in documented), "trailing comments are not part of a command"
 
 

@@ -7,21 +7,22 @@ after it goes to Hydra unchanged (overrides, ``-m/--multirun``, ``--cfg job``, `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ziplm.commands import COMMANDS, DEFAULT_COMMAND, Command, CommandNotReadyError, format_command_table
+from ziplm.commands import COMMANDS, DEFAULT_COMMAND, INVOCATION, Command, CommandNotReadyError, format_command_table
 
 USAGE = "usage: ziplm [<command>] [key=value ...] [-m|--multirun] [--cfg job] [--help]"
 EPILOG = """\
 With no command, `ziplm` runs `run`. After a command, arguments are Hydra's:
   ziplm run experiment=smoke              run a preset from experiments/
   ziplm run experiment=smoke --cfg job    print the composed config, run nothing
-  ziplm run -m schedule.damp=0.001,0.01   a sweep, written under outputs/multirun/
+  ziplm run -m pruner.damp=0.001,0.01     a sweep, written under outputs/multirun/
   ziplm report outputs/multirun/smoke     sweep.md, sweep.csv and Pareto plots of every run there
   ziplm run --help                        config groups and their options
 Set HYDRA_FULL_ERROR=1 for full tracebacks."""
@@ -39,9 +40,47 @@ def _hydra_argv(command: Command, args: list[str]) -> list[str]:
     (``a=1 --cfg job b=2`` is an error there); regrouping them lets flags go anywhere, and putting
     ``command=<name>`` last makes it win over a stray user ``command=``.
     """
+    from ziplm.config.migrate import rewrite_overrides
+
     flags = [arg for arg in args if not _is_override(arg)]
-    overrides = [arg for arg in args if _is_override(arg)]
+    overrides, notes = rewrite_overrides([arg for arg in args if _is_override(arg)])
+    for line in notes:  # old schedule.<key> spellings (the schedule group was split up)
+        print(line, file=sys.stderr)
     return [f"ziplm {command.name}", *flags, *overrides, f"command={command.name}"]
+
+
+@contextlib.contextmanager
+def _old_keys_as_one_line() -> Iterator[None]:
+    """An old ``schedule.<key>`` in a YAML preset fails composing: say in one line where it went.
+
+    Hydra prints composition errors itself (inside ``run_and_report``), so its reporter is wrapped for
+    the call; every other error is left to it unchanged.
+    """
+    from hydra._internal import utils as hydra_utils
+    from hydra.errors import ConfigCompositionException
+
+    from ziplm.config.migrate import compose_error_hint
+
+    original = hydra_utils.run_and_report
+
+    def run_and_report(func: Any) -> Any:
+        def checked() -> Any:
+            try:
+                return func()
+            except ConfigCompositionException as err:
+                hint = compose_error_hint(f"{err}\n{err.__cause__}")
+                if hint is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print(f"error: {hint}", file=sys.stderr)
+                raise SystemExit(1) from None
+
+        return original(checked)
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = original
 
 
 def _report_args(args: list[str]) -> list[str]:
@@ -130,7 +169,8 @@ def _run_with_hydra(command: Command, args: list[str]) -> int:
             # conf/hydra/launcher/*.yaml shadow the launcher plugins' options on purpose, listing every key;
             # Hydra still validates them against the plugin schema but warns that this matching is deprecated.
             warnings.filterwarnings("ignore", message=r"(?s).*'hydra/launcher/.*is validated against ConfigStore")
-            entry()
+            with _old_keys_as_one_line():
+                entry()
     finally:
         sys.argv = saved_argv
     return _sweep_exit_code()
@@ -148,7 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ziplm: unknown command '{name}'\n{USAGE}\n\ncommands:", file=sys.stderr)
         print(format_command_table(), file=sys.stderr)
         return 2
-    return _run_with_hydra(COMMANDS[name], args[1:] if args and args[0] == name else args)
+    rest = args[1:] if args and args[0] == name else args
+    INVOCATION[:] = [name, *rest]
+    return _run_with_hydra(COMMANDS[name], rest)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 
+INVOCATION: list[str] = []
+"""The ``ziplm`` arguments of this process (command name first), as typed: set by the CLI, read by a
+multi-process run to start its other ranks with the same command."""
+
+
 class CommandNotReadyError(RuntimeError):
     """A command whose pipeline is not built yet; the CLI prints it as one line and exits 1."""
 

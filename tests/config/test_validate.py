@@ -57,37 +57,37 @@ BAD: list[tuple[tuple[str, ...], str]] = [
     (("hardware.max_seconds_per_entry=0",), "hardware.max_seconds_per_entry"),
     (("hardware.threads=0",), "hardware.threads"),
     (("schedule.name=cyclic",), "schedule.name"),
-    (("schedule.method=obd",), "schedule.method"),
+    (("pruner.method=obd",), "pruner.method"),
     (("schedule.member_dtype=float8",), "schedule.member_dtype"),
-    (("schedule.targets=[]",), "schedule.targets"),
-    (("schedule.targets=[0.5]",), "schedule.targets"),
-    (("schedule.targets=[2.0,inf]",), "schedule.targets"),
-    (("schedule.targets=[2.0,2.0]",), "schedule.targets"),
-    (("schedule=gradual", "schedule.targets=[3,2]"), "schedule.targets"),
-    (("schedule.damp=-1",), "schedule.damp"),
-    (("schedule.damp=0",), "schedule.damp"),
-    (("schedule.damp=nan",), "schedule.damp"),
-    (("schedule.calibration_samples=0",), "schedule.calibration_samples"),
-    (("schedule.spdy_loss_samples=-1",), "schedule.spdy_loss_samples"),
-    (("schedule.spdy_random_starts=-1",), "schedule.spdy_random_starts"),
-    (("schedule.spdy_local_steps=-1",), "schedule.spdy_local_steps"),
-    (("schedule.epochs_per_stage=-1",), "schedule.epochs_per_stage"),
-    (("schedule.teacher_epochs=-0.5",), "schedule.teacher_epochs"),
-    (("schedule.learning_rate=0",), "schedule.learning_rate"),
-    (("schedule.learning_rate=inf",), "schedule.learning_rate"),
-    (("schedule.teacher_learning_rate=-1e-4",), "schedule.teacher_learning_rate"),
-    (("schedule.ffn_group_size=0",), "schedule.ffn_group_size"),
-    (("schedule.ffn_group_size=3",), "schedule.ffn_group_size"),  # does not divide the FFN width 64
-    (("schedule.ffn_grid_ratio=1",), "schedule.ffn_grid_ratio"),
-    (("schedule.ffn_grid_ratio=0",), "schedule.ffn_grid_ratio"),
-    (("schedule.ffn_round_to=0",), "schedule.ffn_round_to"),
-    (("schedule.speedup_rounds=0",), "schedule.speedup_rounds"),
-    (("schedule.speedup_tolerance=1.5",), "schedule.speedup_tolerance"),
-    (("schedule.speedup_tolerance=-0.1",), "schedule.speedup_tolerance"),
-    (("schedule.speedup_corrections=-1",), "schedule.speedup_corrections"),
-    (("schedule.distill_token=-1",), "schedule.distill_token"),
-    (("schedule.distill_temperature=0",), "schedule.distill_temperature"),
-    (("schedule.epochs_per_stage=1", "schedule.distill_logit=0", "schedule.distill_token=0"), "schedule.distill_logit"),
+    (("search.targets=[]",), "search.targets"),
+    (("search.targets=[0.5]",), "search.targets"),
+    (("search.targets=[2.0,inf]",), "search.targets"),
+    (("search.targets=[2.0,2.0]",), "search.targets"),
+    (("schedule=gradual", "search.targets=[3,2]"), "search.targets"),
+    (("pruner.damp=-1",), "pruner.damp"),
+    (("pruner.damp=0",), "pruner.damp"),
+    (("pruner.damp=nan",), "pruner.damp"),
+    (("pruner.calibration_samples=0",), "pruner.calibration_samples"),
+    (("search.spdy_loss_samples=-1",), "search.spdy_loss_samples"),
+    (("search.spdy_random_starts=-1",), "search.spdy_random_starts"),
+    (("search.spdy_local_steps=-1",), "search.spdy_local_steps"),
+    (("distill.epochs_per_stage=-1",), "distill.epochs_per_stage"),
+    (("teacher.epochs=-0.5",), "teacher.epochs"),
+    (("distill.learning_rate=0",), "distill.learning_rate"),
+    (("distill.learning_rate=inf",), "distill.learning_rate"),
+    (("teacher.learning_rate=-1e-4",), "teacher.learning_rate"),
+    (("pruner.ffn_group_size=0",), "pruner.ffn_group_size"),
+    (("pruner.ffn_group_size=3",), "pruner.ffn_group_size"),  # does not divide the FFN width 64
+    (("pruner.ffn_grid_ratio=1",), "pruner.ffn_grid_ratio"),
+    (("pruner.ffn_grid_ratio=0",), "pruner.ffn_grid_ratio"),
+    (("pruner.ffn_round_to=0",), "pruner.ffn_round_to"),
+    (("search.speedup_rounds=0",), "search.speedup_rounds"),
+    (("search.speedup_tolerance=1.5",), "search.speedup_tolerance"),
+    (("search.speedup_tolerance=-0.1",), "search.speedup_tolerance"),
+    (("search.speedup_corrections=-1",), "search.speedup_corrections"),
+    (("distill.token=-1",), "distill.token"),
+    (("distill.temperature=0",), "distill.temperature"),
+    (("distill.epochs_per_stage=1", "distill.logit=0", "distill.token=0"), "distill.logit"),
     (("trainer.accelerator=tpu",), "trainer.accelerator"),
     (("trainer.devices=0",), "trainer.devices"),
     (("trainer.num_nodes=0",), "trainer.num_nodes"),
@@ -158,24 +158,22 @@ def test_a_bad_value_names_its_key_and_a_value_that_works(overrides: tuple[str, 
 
 
 def test_overrides_in_these_tests_set_values_as_the_cli_does() -> None:
-    overrides = ["schedule=gradual", "schedule.targets=[3,2]", "schedule.damp=nan", "model.vocab_size=null"]
+    overrides = ["schedule=gradual", "search.targets=[3,2]", "pruner.damp=nan", "model.vocab_size=null"]
     assert OmegaConf.to_yaml(_config((SMOKE, *overrides))) == OmegaConf.to_yaml(_compose((SMOKE, *overrides)))
 
 
 def test_messages_read_as_key_requirement_value_and_example() -> None:
-    assert _error(("schedule.damp=-1",)) == (
-        "schedule.damp must be a finite number > 0 (relative Hessian dampening), got -1.0; e.g. schedule.damp=0.01"
+    assert _error(("pruner.damp=-1",)) == (
+        "pruner.damp must be a finite number > 0 (relative Hessian dampening), got -1.0; e.g. pruner.damp=0.01"
     )
-    assert _error(("schedule.speedup_tolerance=1.5",)).startswith(
-        "schedule.speedup_tolerance must be a number in [0, 1)"
-    )
+    assert _error(("search.speedup_tolerance=1.5",)).startswith("search.speedup_tolerance must be a number in [0, 1)")
     assert "e.g. trainer.precision=16-mixed" in _error(("trainer.precision=16-true",))
     assert "got 'float8'; e.g. schedule.member_dtype=float32" in _error(("schedule.member_dtype=float8",))
 
 
 def test_target_messages_keep_the_wording_sweep_reports_match() -> None:
-    assert _error(("schedule.targets=[]",)).startswith("schedule 'oneshot' has an empty target list")
-    assert _error(("schedule.targets=[0.5]",)).startswith("speedup targets must be finite and > 1, got [0.5]")
+    assert _error(("search.targets=[]",)).startswith("schedule 'oneshot' has an empty target list")
+    assert _error(("search.targets=[0.5]",)).startswith("speedup targets must be finite and > 1, got [0.5]")
 
 
 @pytest.mark.parametrize(
@@ -184,7 +182,7 @@ def test_target_messages_keep_the_wording_sweep_reports_match() -> None:
      ([2.0, 2.0], "oneshot"), ([3.0, 2.0], "gradual")],
 )  # fmt: skip
 def test_targets_are_refused(targets: list[float], schedule: str) -> None:
-    with pytest.raises(ValueError, match="schedule"):
+    with pytest.raises(ValueError, match=r"search\.targets"):
         check_schedule_targets(targets, schedule)
     check_schedule_targets([3.0, 2.0], "oneshot")  # one-shot targets need no order
 
@@ -226,16 +224,16 @@ def test_int8_compression_needs_the_cpu_environment_only_when_compressing() -> N
 # Commands the README and the presets document (sweep values expanded), each composed as written.
 DOCUMENTED = [
     ("run", ("experiment=gpt2-zipgpt2", "task=wikitext103")),
-    ("run", ("experiment=gpt2-mini-wiki", "schedule.method=layerdrop")),
-    ("run", ("experiment=minilm-bbc-family", "schedule=gradual", "schedule.epochs_per_stage=1")),
+    ("run", ("experiment=gpt2-mini-wiki", "pruner.method=layerdrop")),
+    ("run", ("experiment=minilm-bbc-family", "schedule=gradual", "distill.epochs_per_stage=1")),
     ("run", ("model=bert-base", "task=squad", "hardware=a100", "schedule=gradual")),
-    ("run", ("schedule=gradual", "schedule.targets=[2,3,4]")),
+    ("run", ("schedule=gradual", "search.targets=[2,3,4]")),
     ("run", ("hardware=cpu-compile",)),
-    *(("run", ("experiment=minilm-bbc-baselines", f"schedule.method={m}")) for m in validate.METHODS),
+    *(("run", ("experiment=minilm-bbc-baselines", f"pruner.method={m}")) for m in validate.METHODS),
     *(("run", ("experiment=bert-base-glue-gradual", f"task={t}")) for t in ("sst2", "qnli", "mnli", "qqp")),
-    *(("run", ("experiment=bert-base-oneshot", f"schedule.calibration_samples={n}")) for n in (32, 4096)),
+    *(("run", ("experiment=bert-base-oneshot", f"pruner.calibration_samples={n}")) for n in (32, 4096)),
     *(("run", ("experiment=bert-base-oneshot", f"hardware={h}")) for h in ("cpu", "a100")),
-    *(("run", (f"schedule.damp={d}",)) for d in (0.001, 0.01, 0.1)),
+    *(("run", (f"pruner.damp={d}",)) for d in (0.001, 0.01, 0.1)),
     *(("run", ("experiment=smoke", f"seed={s}", "hardware.threads=1")) for s in (0, 1, 2)),
     ("latency", ("model=bert-base", "hardware=cpu-latency")),
     ("eval", ("checkpoint=outputs/run/x/family/2x", "task=wikitext103")),
@@ -274,7 +272,7 @@ def test_mirrored_names_equal_their_sources() -> None:
 
 
 def test_mirrored_precisions_and_member_dtypes_equal_their_sources() -> None:
-    from ziplm.eval import evaluate
+    from ziplm.eval import evaluate  # EVAL_PRECISIONS lives beside the task loss
     from ziplm.models import io
 
     assert set(validate.PRECISIONS) == _mirror(evaluate, "EVAL_PRECISIONS")
@@ -308,11 +306,11 @@ def test_validation_is_fast_and_imports_neither_torch_nor_the_data_layer() -> No
 
 # Representative bad values through the real CLI (each subprocess costs a few seconds of imports).
 CLI_BAD = [
-    ("schedule.damp=-1", "schedule.damp"),
-    ("schedule.calibration_samples=0", "schedule.calibration_samples"),
+    ("pruner.damp=-1", "pruner.damp"),
+    ("pruner.calibration_samples=0", "pruner.calibration_samples"),
     ("hardware.batch_size=0", "hardware.batch_size"),
     ("trainer.batch_size=0", "trainer.batch_size"),
-    ("schedule.speedup_tolerance=1.5", "schedule.speedup_tolerance"),
+    ("search.speedup_tolerance=1.5", "search.speedup_tolerance"),
     ("task.max_seq_length=1", "task.max_seq_length"),
     ("schedule.member_dtype=float8", "schedule.member_dtype"),
     ("trainer.precision=16-true", "trainer.precision"),
@@ -352,7 +350,7 @@ def test_every_bad_value_fails_on_the_cli_with_one_line(tmp_path: Path, override
 
 
 def test_cli_validates_each_sweep_job_and_the_sweep_goes_on(tmp_path: Path) -> None:
-    args = ["run", "-m", SMOKE, "schedule.damp=-1,0", f"output_root={tmp_path}"]
+    args = ["run", "-m", SMOKE, "pruner.damp=-1,0", f"output_root={tmp_path}"]
     result = subprocess.run(
         [sys.executable, "-m", "ziplm", *args], cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=120
     )
@@ -362,6 +360,6 @@ def test_cli_validates_each_sweep_job_and_the_sweep_goes_on(tmp_path: Path) -> N
     for job, value in (("0", "-1.0"), ("1", "0.0")):
         failed = (sweep / job / "FAILED").read_text()
         assert failed.startswith(
-            f"ValueError: schedule.damp must be a finite number > 0 (relative Hessian dampening), got {value}"
+            f"ValueError: pruner.damp must be a finite number > 0 (relative Hessian dampening), got {value}"
         )
     assert not (tmp_path / "cache").exists()

@@ -51,8 +51,8 @@ def test_experiment_composes_offline_on_cpu() -> None:
     assert (cfg.hardware.device, cfg.trainer.accelerator, cfg.schedule.name) == ("cpu", "cpu", "gradual")
     assert cfg.task.max_seq_length <= cfg.model.max_position_embeddings
     assert cfg.hardware.seq_length <= cfg.model.max_position_embeddings
-    assert cfg.schedule.teacher_epochs > 0, "a scratch model's teacher must be trained"
-    assert list(cfg.schedule.targets) == sorted(cfg.schedule.targets)
+    assert cfg.teacher.epochs > 0, "a scratch model's teacher must be trained"
+    assert list(cfg.search.targets) == sorted(cfg.search.targets)
 
 
 @pytest.mark.slow  # parses the Wikipedia dump and trains the 4096-token BPE (~10 s idle, minutes when busy)

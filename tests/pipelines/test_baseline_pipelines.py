@@ -15,7 +15,7 @@ from ziplm.pipelines import family, prune
 
 def test_fisher_oneshot_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
-    _run(tmp_path, out, ["schedule.method=fisher"], monkeypatch)
+    _run(tmp_path, out, ["pruner.method=fisher"], monkeypatch)
     records = _check_family(out, [1.5, 2.0])
     assert all(r["method"] == "fisher" for r in records)
     manifest = LevelDatabase.read_manifest(out / "database")
@@ -29,7 +29,7 @@ def test_fisher_oneshot_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_layerdrop_family_distilled_and_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
     # Two members: the second is cut from the teacher the first one's distillation froze (it must still train).
-    overrides = ["schedule.method=layerdrop", "schedule.targets=[1.5,2.0]", "schedule.epochs_per_stage=1"]
+    overrides = ["pruner.method=layerdrop", "search.targets=[1.5,2.0]", "distill.epochs_per_stage=1"]
     calls: list[object] = []
     real_distill = family.distill
 
@@ -61,9 +61,9 @@ def test_misspelt_method_fails_before_the_teacher(tmp_path: Path, monkeypatch: p
         raise AssertionError("the teacher was trained despite bad input")
 
     monkeypatch.setattr(prune, "load_or_train_teacher", no_teacher)
-    message = r"schedule\.method must be one of .*fisher-norescale, layerdrop, got 'fischer'"
+    message = r"pruner\.method must be one of .*fisher-norescale, layerdrop, got 'fischer'"
     with pytest.raises(ValueError, match=message):
-        _run(tmp_path, tmp_path / "run", ["schedule.method=fischer"], monkeypatch)
+        _run(tmp_path, tmp_path / "run", ["pruner.method=fischer"], monkeypatch)
 
 
 @pytest.mark.slow
@@ -74,12 +74,12 @@ def test_gpt2_baselines_gradual(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         "model=tiny-gpt2",
         "task=tiny-lm",
         "schedule=gradual",
-        f"schedule.method={method}",
-        "schedule.targets=[1.5]",
-        "schedule.epochs_per_stage=1",
-        "schedule.calibration_samples=16",
-        "schedule.spdy_random_starts=1",
-        "schedule.spdy_local_steps=1",
+        f"pruner.method={method}",
+        "search.targets=[1.5]",
+        "distill.epochs_per_stage=1",
+        "pruner.calibration_samples=16",
+        "search.spdy_random_starts=1",
+        "search.spdy_local_steps=1",
         "task.max_train_samples=40",
         "task.max_eval_samples=8",
     ]

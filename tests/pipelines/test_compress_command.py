@@ -15,7 +15,7 @@ from ziplm.core.structure import Structure
 from ziplm.models import ModelSpec, adapter_for, build_model, build_tokenizer, load_pruned, save_pruned
 from ziplm.pipelines import compress as compress_module
 
-FAST = ["experiment=smoke", "schedule.speedup_rounds=2", "hardware.batch_size=4", "hardware.seq_length=16",
+FAST = ["experiment=smoke", "search.speedup_rounds=2", "hardware.batch_size=4", "hardware.seq_length=16",
         "hardware.warmup=1", "hardware.max_seconds_per_entry=0.5"]  # fmt: skip
 
 

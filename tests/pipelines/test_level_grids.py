@@ -10,18 +10,19 @@ import torch
 
 from tests.conftest import token_batch
 from ziplm.config.paths import compose
+from ziplm.config.settings import RunSettings
 from ziplm.core.levels import ffn_levels, head_levels, level_grids
 from ziplm.models import adapter_for, build_model
 from ziplm.pipelines.common import model_spec
 from ziplm.pipelines.latency import level_grids as table_grids
 from ziplm.pruning.database_builder import build_database
-from ziplm.pruning.levels_database import DatabaseSettings, fingerprint
+from ziplm.pruning.levels_database import fingerprint
 
 GRIDS = [
     [],
-    ["schedule.ffn_group_size=2"],
-    ["schedule.ffn_round_to=8", "schedule.ffn_grid_ratio=0.7"],
-    ["schedule.ffn_group_size=4", "schedule.ffn_round_to=8", "schedule.ffn_grid_ratio=0.5"],
+    ["pruner.ffn_group_size=2"],
+    ["pruner.ffn_round_to=8", "pruner.ffn_grid_ratio=0.7"],
+    ["pruner.ffn_group_size=4", "pruner.ffn_round_to=8", "pruner.ffn_grid_ratio=0.5"],
 ]
 
 
@@ -31,7 +32,7 @@ def test_table_and_database_levels_are_identical(tmp_path: Path, overrides: list
     model = build_model(model_spec(cfg), "base").eval()
     dims = adapter_for(model).dims(model)
     table_heads, table_ffn = table_grids(cfg, dims.num_heads, dims.intermediate_size)
-    settings = DatabaseSettings.from_schedule(cfg.schedule, int(cfg.seed))  # what RunContext.database_settings gives
+    settings = RunSettings.from_config(cfg).database  # what RunContext.database_settings gives
     ids, mask = token_batch(batch=2, seq=8, pad_from=None)
     batches = [{"input_ids": ids, "attention_mask": mask}]
     fp = fingerprint(model, batches, settings)

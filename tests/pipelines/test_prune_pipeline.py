@@ -15,7 +15,7 @@ from ziplm.models import load_pruned
 from ziplm.pipelines import context as context_module
 from ziplm.pipelines import family, prune
 
-SMOKE = ["experiment=smoke", "logger=none", "schedule.speedup_rounds=2", "hardware.repetitions=4"]
+SMOKE = ["experiment=smoke", "logger=none", "search.speedup_rounds=2", "hardware.repetitions=4"]
 
 
 def _linear_table(model: object, env: object, heads: list[int], ffn: list[int], cache_dir: str, *_: object) -> tuple:
@@ -99,11 +99,11 @@ def test_gradual_family_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     out = tmp_path / "run"
     gradual = [
         "schedule=gradual",
-        "schedule.targets=[1.5,2.0]",
-        "schedule.epochs_per_stage=1",
-        "schedule.calibration_samples=32",
-        "schedule.spdy_random_starts=1",
-        "schedule.spdy_local_steps=1",
+        "search.targets=[1.5,2.0]",
+        "distill.epochs_per_stage=1",
+        "pruner.calibration_samples=32",
+        "search.spdy_random_starts=1",
+        "search.spdy_local_steps=1",
     ]
     built_on, stitched = _record_stages(monkeypatch)
     _run(tmp_path, out, gradual, monkeypatch)
@@ -135,7 +135,7 @@ def _record_stages(monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict], list[di
     database is built on and of each freshly stitched model (before any distillation)."""
     built_on: list[dict[str, torch.Tensor]] = []
     stitched: list[dict[str, torch.Tensor]] = []
-    real_build, real_stitch = prune.build_database, prune.stitch
+    real_build, real_stitch = prune.build_database_on_ranks, prune.stitch
 
     def build_database(model: torch.nn.Module, *args: object, **kwargs: object) -> object:
         built_on.append(_state(model))
@@ -146,7 +146,7 @@ def _record_stages(monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict], list[di
         stitched.append(_state(model))
         return model
 
-    monkeypatch.setattr(prune, "build_database", build_database)
+    monkeypatch.setattr(prune, "build_database_on_ranks", build_database)
     monkeypatch.setattr(prune, "stitch", stitch)
     return built_on, stitched
 
@@ -188,7 +188,7 @@ def test_members_missing_their_measured_target_are_searched_again(
 
 def test_without_corrections_the_table_pick_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
-    _run(tmp_path, out, ["schedule.speedup_corrections=0"], monkeypatch, machine_bias=0.8)
+    _run(tmp_path, out, ["search.speedup_corrections=0"], monkeypatch, machine_bias=0.8)
     record = json.loads((out / "family" / "2x" / "metrics.json").read_text())
     assert len(record["attempts"]) == 1 and record["deviation"] == pytest.approx(
         0.8 * record["predicted_speedup"] / 2 - 1
@@ -198,13 +198,13 @@ def test_without_corrections_the_table_pick_is_kept(tmp_path: Path, monkeypatch:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["schedule.targets=[]"], "empty target list"),
-        (["schedule=gradual", "schedule.targets=[3.0,2.0]"], "strictly increasing"),
-        (["schedule.targets=[0.5]"], "> 1"),
+        (["search.targets=[]"], "empty target list"),
+        (["schedule=gradual", "search.targets=[3.0,2.0]"], "strictly increasing"),
+        (["search.targets=[0.5]"], "> 1"),
         (["task.eval_split=nope"], "nope"),
-        (["schedule.targets=[500.0]"], "maximum reachable speedup"),
-        (["schedule.speedup_tolerance=5"], "schedule.speedup_tolerance must be"),
-        (["schedule.speedup_corrections=-1"], "schedule.speedup_corrections must be"),
+        (["search.targets=[500.0]"], "maximum reachable speedup"),
+        (["search.speedup_tolerance=5"], "search.speedup_tolerance must be"),
+        (["search.speedup_corrections=-1"], "search.speedup_corrections must be"),
     ],
 )
 def test_bad_input_fails_before_expensive_work(
@@ -276,11 +276,11 @@ def test_gpt2_language_model_family(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "model=tiny-gpt2",
         "task=tiny-lm",
         "schedule=gradual",
-        "schedule.targets=[1.5]",
-        "schedule.epochs_per_stage=1",
-        "schedule.calibration_samples=16",
-        "schedule.spdy_random_starts=1",
-        "schedule.spdy_local_steps=1",
+        "search.targets=[1.5]",
+        "distill.epochs_per_stage=1",
+        "pruner.calibration_samples=16",
+        "search.spdy_random_starts=1",
+        "search.spdy_local_steps=1",
         "task.max_train_samples=40",
         "task.max_eval_samples=8",
     ]

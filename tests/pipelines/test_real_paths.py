@@ -30,16 +30,16 @@ TINY_TIMING = [
     "hardware.warmup=1",
     "hardware.repetitions=3",
     "hardware.max_seconds_per_entry=1.0",
-    "schedule.speedup_rounds=3",
-    "schedule.speedup_corrections=0",
+    "search.speedup_rounds=3",
+    "search.speedup_corrections=0",
 ]
 GRADUAL = [
     "schedule=gradual",
-    "schedule.targets=[1.5,2.0]",
-    "schedule.epochs_per_stage=1",
-    "schedule.calibration_samples=32",
-    "schedule.spdy_random_starts=1",
-    "schedule.spdy_local_steps=1",
+    "search.targets=[1.5,2.0]",
+    "distill.epochs_per_stage=1",
+    "pruner.calibration_samples=32",
+    "search.spdy_random_starts=1",
+    "search.spdy_local_steps=1",
 ]
 
 
@@ -170,7 +170,7 @@ def test_gradual_bf16_timing_and_bf16_mixed_training(tmp_path: Path, monkeypatch
 
 def test_declared_eval_precision_and_member_dtype(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """fp32 training, bf16 evaluation and bf16 members: each declared, recorded, reloaded as declared."""
-    overrides = ["trainer.eval_precision=bf16-mixed", "schedule.member_dtype=bfloat16", "schedule.targets=[1.5]"]
+    overrides = ["trainer.eval_precision=bf16-mixed", "schedule.member_dtype=bfloat16", "search.targets=[1.5]"]
     out, recorder = _run(tmp_path, overrides, monkeypatch)
     folder = out / "family" / "1.5x"
     record = json.loads((folder / "metrics.json").read_text())
@@ -191,14 +191,14 @@ def test_target_past_every_layer_warns_before_the_search(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A target that can only be met by hollowing out every layer is reachable but warned about."""
-    out, _ = _run(tmp_path, ["schedule.targets=[1.5]"], monkeypatch)
+    out, _ = _run(tmp_path, ["search.targets=[1.5]"], monkeypatch)
     table = LatencyTable.load(out / "latency_table.json")
     latency = LatencyModel(table, 2)
     assert latency.max_layer_preserving_speedup < latency.max_speedup
     capsys.readouterr()
     hollow = 0.5 * (latency.max_layer_preserving_speedup + latency.max_speedup)
     # The same cache: the measured table is reused, so the bounds above are the run's own.
-    _run(tmp_path, [f"schedule.targets=[{hollow:.4f}]", "schedule.spdy_loss_samples=0"], monkeypatch)
+    _run(tmp_path, [f"search.targets=[{hollow:.4f}]", "search.spdy_loss_samples=0"], monkeypatch)
     printed = capsys.readouterr().out
     assert "cannot keep a sublayer in every layer" in " ".join(printed.split())
     assert printed.index("cannot keep") < printed.index("member")

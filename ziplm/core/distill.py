@@ -31,6 +31,25 @@ class DistillWeights:
             raise ValueError("all distillation weights are 0: nothing would be trained")
 
 
+@dataclass
+class DistillSettings:
+    """The ``distill`` config group (``conf/distill/*.yaml``): fine-tuning of each pruned member."""
+
+    epochs_per_stage: float = 0.0  # distillation epochs after each pruning stage (0 = none: one-shot)
+    learning_rate: float = 5e-5  # fresh optimizer and LR schedule per stage
+    task: float = 0.0  # λ_task: the task's own loss
+    logit: float = 1.0  # λ_logit: KL to the teacher's logits (·T²)
+    token: float = 1.0  # λ_token: layer-wise hidden-state MSE
+    temperature: float = 2.0
+
+    @property
+    def weights(self) -> DistillWeights:
+        """The loss weights (validated: non-negative, not all zero, temperature > 0)."""
+        return DistillWeights(
+            task=float(self.task), logit=float(self.logit), token=float(self.token), temperature=float(self.temperature)
+        )
+
+
 def token_distillation_loss(
     student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor], mask: torch.Tensor | None
 ) -> torch.Tensor:

@@ -87,6 +87,20 @@ class HessianAccumulator:
         H.mul_(self.n_tokens / total).add_(gram.double(), alpha=2.0 / total)
         self.n_tokens = total
 
+    def sum_and_count(self) -> tuple[torch.Tensor | None, int]:
+        """(Σ 2 x xᵀ over the tokens seen, their number): what adds up across processes."""
+        if self._H is None:
+            return None, 0
+        return self._H * self.n_tokens, self.n_tokens
+
+    @classmethod
+    def from_sum(cls, total: torch.Tensor, n_tokens: int) -> HessianAccumulator:
+        """The accumulator whose tokens' Σ 2 x xᵀ is `total` (e.g. summed over the ranks of a run)."""
+        acc = cls(int(total.shape[0]) if total.numel() else None, total.device)
+        if n_tokens > 0:
+            acc._H, acc.n_tokens = total.double() / n_tokens, n_tokens
+        return acc
+
     def hessian(self) -> torch.Tensor:
         """Returns a copy of H, (d_in, d_in) float64.
 

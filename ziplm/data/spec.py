@@ -28,7 +28,8 @@ _TEXT_KEY_COUNTS: dict[str, tuple[int, ...]] = {
 class TaskSpec:
     """A task as data: where its text lives, which columns hold it, how it is tokenized and scored.
 
-    Mirrors ``ziplm.config.schema.TaskConfig`` field by field. Sequences (lists from Hydra) are stored
+    Also the ``task`` group's Hydra schema (``ziplm.config.schema.layer_schema`` derives it from these
+    fields: lists for the sequences, ``data_files`` typed Any). Sequences (lists from Hydra) are stored
     as tuples and ``data_files`` as a plain dict so the spec can be shared freely.
 
     Attributes:

@@ -1,21 +1,20 @@
-"""Evaluate an in-memory model on a task's evaluation split, and its task loss on labelled batches.
+"""Scoring a task's outputs (`Evaluator`), the evaluation precisions, and the task loss SPDY ranks by.
 
-One `Evaluator` per split: ``update`` with each batch's model outputs (in dataset order), then
-``compute``. The plain loop `evaluate` and the Lightning validation hooks both use it.
+An `Evaluator` turns a split's outputs, in dataset order, into the task's metric. Evaluation itself is a
+Lightning phase (``ziplm.lit.phases.evaluate``: ``Trainer.validate`` on the run's devices, through the
+process-synced `ziplm.eval.task_metric.TaskMetric`, which hands the gathered rows to an `Evaluator`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
 import torch
-from rich.progress import Progress
 from torch import nn
 
-from ziplm.data.features import model_input_columns
 from ziplm.data.qa import postprocess_qa, squad_references
 from ziplm.data.spec import TaskSpec
 from ziplm.eval.metrics import compute_metric, summed_nll
@@ -46,6 +45,15 @@ class Evaluator:
         else:
             self._chunks.append((outputs.logits.detach().float().cpu(), batch["labels"].cpu()))
 
+    def add_chunk(self, first: torch.Tensor, second: torch.Tensor) -> None:
+        """Rows already gathered in dataset order: (logits, labels), or (start, end) logits for QA."""
+        self._chunks.append((first, second))
+
+    def add_nll(self, nll: float, tokens: int) -> None:
+        """A language model's summed negative log-likelihood over `tokens` scored tokens."""
+        self._nll += nll
+        self._tokens += tokens
+
     def compute(self) -> dict[str, float]:
         """The metric dict (see `ziplm.eval.metrics.compute_metric`)."""
         kind = self.task.kind
@@ -62,23 +70,6 @@ class Evaluator:
         labels = torch.cat([lb for _, lb in self._chunks])
         predictions = logits.squeeze(-1) if kind == "regression" else logits
         return compute_metric(self.task.metric, predictions, labels)
-
-
-def batches_in_order(
-    features: datasets.Dataset, batch_size: int, columns: Sequence[str] | None = None
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Consecutive batches of `features` (model inputs and labels), in dataset order."""
-    wanted = list(
-        columns or [*model_input_columns(features), *(["labels"] if "labels" in features.column_names else [])]
-    )
-    table = features.with_format("torch", columns=wanted)
-    for begin in range(0, len(table), batch_size):
-        rows = table[begin : begin + batch_size]
-        yield {k: v for k, v in rows.items() if isinstance(v, torch.Tensor)}
-
-
-def _model_inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items() if k != "labels"}
 
 
 # Lightning precision names → the autocast dtype an evaluation runs under (None: the weights' own dtype).
@@ -102,38 +93,6 @@ def precision_context(precision: str, device: torch.device) -> contextlib.Abstra
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def evaluate(
-    model: nn.Module,
-    task: TaskSpec,
-    examples: datasets.Dataset,
-    features: datasets.Dataset,
-    batch_size: int = 64,
-    show_progress: bool = True,
-    precision: str = "32-true",
-) -> dict[str, float]:
-    """Metric of `model` on one evaluation split (examples = raw rows, features = tokenized).
-
-    Batches go to the model's device; `precision` (a Lightning precision name) decides autocast, so the
-    dense model and every member of a run are scored in one declared precision.
-    """
-    evaluator = Evaluator(task, examples, features)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total = (len(features) + batch_size - 1) // batch_size
-    with (
-        torch.inference_mode(),
-        precision_context(precision, device),
-        Progress(disable=not show_progress, transient=True) as progress,
-    ):
-        bar = progress.add_task(f"evaluating {task.name}", total=total)
-        for batch in batches_in_order(features, batch_size):
-            evaluator.update(batch, model(**_model_inputs(batch, device)))
-            progress.advance(bar)
-    model.train(was_training)
-    return evaluator.compute()
 
 
 def task_loss(model: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]], precision: str = "32-true") -> float:

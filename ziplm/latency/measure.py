@@ -44,16 +44,20 @@ FITS: dict[str, Callable[[Sequence[int], Mapping[int, float]], dict[int, float]]
 
 @dataclass(frozen=True)
 class Environment:
-    """An inference environment (typed view of ``conf/hardware/*.yaml``)."""
+    """An inference environment: latency tables and measured speedups are only valid inside one.
 
-    device: str = "cpu"
-    dtype: str = "float32"
+    Typed view of ``conf/hardware/*.yaml`` and its Hydra schema (which adds the profile's ``name``, a label
+    that is no part of the timing).
+    """
+
+    device: str = "cpu"  # cpu | cuda
+    dtype: str = "float32"  # float32 | float16 | bfloat16
     batch_size: int = 1
     seq_length: int = 128
-    threads: int | None = None
-    engine: str = "eager"
+    threads: int | None = None  # CPU threads (torch.set_num_threads); None = torch's default
+    engine: str = "eager"  # eager | compile | onnxruntime
     warmup: int = 5
-    repetitions: int = 20
+    repetitions: int = 20  # minimum timed repetitions; more are taken until the median is stable
     max_seconds_per_entry: float = 10.0
 
     def validate(self) -> None:

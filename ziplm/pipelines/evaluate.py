@@ -12,12 +12,14 @@ from ziplm.data.builtin import train_texts
 from ziplm.data.features import build_features
 from ziplm.data.sources import load_splits
 from ziplm.data.spec import TaskSpec
-from ziplm.eval.evaluate import evaluate
+from ziplm.lit.distributed import finish_ranks, is_main
+from ziplm.lit.phases import evaluate
 from ziplm.models import build_tokenizer, count_parameters, load_pruned
 from ziplm.models.io import MANIFEST
 from ziplm.pipelines.common import model_spec, to_dict
 from ziplm.pipelines.outputs import run_dir
 from ziplm.pipelines.placement import eval_precision, run_device
+from ziplm.pipelines.ranks import start_ranks
 
 
 def run_evaluate(cfg: DictConfig) -> None:
@@ -28,6 +30,8 @@ def run_evaluate(cfg: DictConfig) -> None:
     if not (folder / MANIFEST).is_file():
         raise ValueError(f"{folder} is not a ziplm model folder (no {MANIFEST}); pass a family member folder")
     trainer = to_dict(cfg.trainer)
+    out = run_dir(cfg)
+    start_ranks(trainer, out)  # `trainer=ddp-cpu` etc.: every process scores its share of each split
     device, precision = run_device(trainer), eval_precision(trainer)
     model = load_pruned(folder, device=str(device), dtype="float32")  # scored as `ziplm run` scored it
     task = TaskSpec.from_mapping(to_dict(cfg.task))
@@ -44,9 +48,7 @@ def run_evaluate(cfg: DictConfig) -> None:
     for split in task.eval_splits:
         examples = splits[split]
         features = build_features(examples, tokenizer, task, train=False)
-        results[split] = evaluate(
-            model, task, examples, features, int(cfg.trainer.eval_batch_size), precision=precision
-        )
+        results[split] = evaluate(model, task, examples, features, trainer, int(cfg.trainer.eval_batch_size), precision)
     record = {
         "checkpoint": str(folder),
         "task": task.name,
@@ -55,6 +57,7 @@ def run_evaluate(cfg: DictConfig) -> None:
         "device": str(device),
         "results": results,
     }
-    out = run_dir(cfg)
-    (out / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
-    Console().print_json(json.dumps(record))
+    if is_main():
+        (out / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+        Console().print_json(json.dumps(record))
+    finish_ranks()

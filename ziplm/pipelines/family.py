@@ -19,10 +19,12 @@ from rich.console import Console
 from ziplm.core.database import LevelDatabase
 from ziplm.core.latency import LatencyModel, LatencyTable
 from ziplm.core.structure import Structure
-from ziplm.eval.evaluate import evaluate, task_loss
+from ziplm.eval.evaluate import task_loss
 from ziplm.latency.measure import interleaved_speedups
 from ziplm.lit.data import TaskDataModule
+from ziplm.lit.distributed import barrier, is_main, on_main
 from ziplm.lit.module import ZipLMModule
+from ziplm.lit.phases import evaluate
 from ziplm.lit.trainer import make_trainer
 from ziplm.models import adapter_for, count_parameters, load_pruned, save_pruned
 from ziplm.pipelines.context import RunContext
@@ -69,8 +71,8 @@ def choose(
         latency,
         target,
         loss_fn=loss if loss_batches else None,
-        random_starts=int(ctx.schedule["spdy_random_starts"]),
-        local_steps=int(ctx.schedule["spdy_local_steps"]),
+        random_starts=int(ctx.search.spdy_random_starts),
+        local_steps=int(ctx.search.spdy_local_steps),
         seed=int(ctx.cfg.seed),
     )
     return choice, (result.to_dict() if result is not None else None)
@@ -86,10 +88,10 @@ def choose_measured(
     loss_batches: Sequence[Mapping[str, torch.Tensor]],
 ) -> tuple[Choice, dict[str, Any]]:
     """`choose`, closed on the measured speedup: each candidate is stitched and timed against `dense`;
-    one that misses the target by more than ``schedule.speedup_tolerance`` is searched again at a
-    corrected target (``schedule.speedup_corrections`` times at most). Returns the closest candidate and
+    one that misses the target by more than ``search.speedup_tolerance`` is searched again at a
+    corrected target (``search.speedup_corrections`` times at most). Returns the closest candidate and
     the record fields that say how it was found (the member's own speedup is measured again, afresh)."""
-    rounds = int(ctx.schedule["speedup_rounds"])
+    rounds = int(ctx.search.speedup_rounds)
 
     def search_at(search_target: float) -> tuple[tuple[Choice, dict[str, Any] | None], float]:
         choice, search = choose(ctx, model, database, latency, search_target, loss_batches)
@@ -102,8 +104,8 @@ def choose_measured(
         target,
         search_at,
         measure,
-        tolerance=float(ctx.schedule["speedup_tolerance"]),
-        max_corrections=int(ctx.schedule["speedup_corrections"]),
+        tolerance=float(ctx.search.speedup_tolerance),
+        max_corrections=int(ctx.search.speedup_corrections),
         max_speedup=latency.max_speedup,
     )
     if len(attempts) > 1:
@@ -125,10 +127,10 @@ def distill(
 
     `layer_pairs` restricts token distillation to (student layer, teacher layer) pairs (layer dropping).
     """
-    epochs = float(ctx.schedule["epochs_per_stage"])
+    epochs = float(ctx.distill.epochs_per_stage)
     if epochs <= 0:
         return
-    rate = float(ctx.schedule["learning_rate"])
+    rate = float(ctx.distill.learning_rate)
     module = ZipLMModule(
         student,
         teacher,
@@ -157,10 +159,12 @@ def finish_member(
     """
     started = time.perf_counter()
     batch = int(ctx.trainer["eval_batch_size"])
-    metrics = evaluate(pruned, ctx.task, ctx.eval_examples, ctx.eval_features, batch, precision=ctx.eval_precision)
-    measured = interleaved_speedups(dense, [pruned], ctx.env, int(ctx.schedule["speedup_rounds"]))[0]
+    metrics = evaluate(pruned, ctx.task, ctx.eval_examples, ctx.eval_features, ctx.trainer, batch, ctx.eval_precision)
+    measured = on_main(lambda: interleaved_speedups(dense, [pruned], ctx.env, int(ctx.search.speedup_rounds))[0])
     structure = Structure.from_dict(pruned.config.ziplm_structure)
-    folder = save_pruned(pruned, structure, member_dir(ctx, target), tokenizer=ctx.tokenizer, dtype=ctx.member_dtype)
+    folder = member_dir(ctx, target)
+    if is_main():
+        save_pruned(pruned, structure, folder, tokenizer=ctx.tokenizer, dtype=ctx.member_dtype)
     record = MemberRecord(
         member=f"{target:g}x",
         target_speedup=target,
@@ -176,7 +180,9 @@ def finish_member(
         **extra,
     )
     record.evaluate_measure_seconds = time.perf_counter() - started
-    record.save(folder / METRICS_FILE)
+    if is_main():
+        record.save(folder / METRICS_FILE)
+    barrier()  # the member is complete on disk before any rank goes on
     return record
 
 

@@ -10,14 +10,15 @@ from rich.table import Table
 
 from ziplm.core.latency import LatencyModel, LatencyTable
 from ziplm.models import adapter_for, build_model
-from ziplm.pipelines.common import environment, model_spec, task_head
+from ziplm.pipelines.common import environment, model_spec, task_head, to_dict
 from ziplm.pipelines.outputs import run_dir
-from ziplm.pruning.levels_database import DatabaseSettings
+from ziplm.pruning.levels_database import DatabaseSettings, PrunerSettings
 
 
 def level_grids(cfg: DictConfig, dims_heads: int, dims_ffn: int) -> tuple[list[int], list[int]]:
-    """Head and FFN level grids of the run's schedule: the database's own (`DatabaseSettings.level_grids`)."""
-    return DatabaseSettings.from_schedule(cfg.schedule).level_grids(dims_heads, dims_ffn)
+    """Head and FFN level grids of the run's ``pruner`` group: the database's own (`DatabaseSettings.level_grids`)."""
+    pruner = PrunerSettings(**to_dict(cfg.pruner))
+    return DatabaseSettings.from_pruner(pruner).level_grids(dims_heads, dims_ffn)
 
 
 def summary_table(table: LatencyTable, num_layers: int, title: str) -> Table:

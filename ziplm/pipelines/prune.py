@@ -16,16 +16,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from lightning.fabric.utilities.seed import seed_everything
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.markdown import Markdown
 
 from ziplm.core.latency import LatencyModel, format_speedup
 from ziplm.data.calibration import calibration_batches
-from ziplm.eval.evaluate import evaluate
 from ziplm.eval.metrics import METRICS
 from ziplm.latency.cache import load_or_measure
+from ziplm.lit.distributed import barrier, finish_ranks, is_main, on_main
+from ziplm.lit.phases import evaluate
 from ziplm.models import adapter_for, build_model, count_parameters
+from ziplm.pipelines.common import to_dict
 from ziplm.pipelines.context import RunContext, build_context
 from ziplm.pipelines.family import (
     choose_measured,
@@ -36,17 +39,19 @@ from ziplm.pipelines.family import (
     reload_member,
 )
 from ziplm.pipelines.latency import level_grids, print_self_check
+from ziplm.pipelines.outputs import run_dir
 from ziplm.pipelines.placement import TeacherGuard
+from ziplm.pipelines.ranks import build_database_on_ranks, start_ranks
 from ziplm.pipelines.report import tracker_labels
 from ziplm.pipelines.teacher import check_teacher_head, head_kwargs, load_or_train_teacher
-from ziplm.pruning.database_builder import build_database
 from ziplm.pruning.methods import method as registered_method
 from ziplm.pruning.stitch import stitch
 from ziplm.report.records import MemberRecord
-from ziplm.report.results import correction_notes, write_report
+from ziplm.report.results import correction_notes, results_rows, write_report
 from ziplm.report.tracking import Tracker
 
 console = Console()
+_NO_LOGGER = {"_target_": None, "kind": "none"}  # ranks other than 0 log nothing (rank 0 logs the run)
 
 
 class Phases:
@@ -74,10 +79,14 @@ def _latency(ctx: RunContext, phases: Phases) -> LatencyModel:
         probe = build_model(ctx.spec, _head(ctx), **head_kwargs(ctx)).eval()
         dims = adapter_for(probe).dims(probe)
         heads, ffn = level_grids(ctx.cfg, dims.num_heads, dims.intermediate_size)
-        table, path, cached = load_or_measure(probe, ctx.env, heads, ffn, ctx.cfg.cache_dir)
-        shutil.copyfile(path, ctx.out / "latency_table.json")
-        console.print(f"{'reused' if cached else 'measured'} latency table {path}")
-        print_self_check(console, table)
+        if is_main():  # one process times; the others read its cached table
+            table, path, cached = load_or_measure(probe, ctx.env, heads, ffn, ctx.cfg.cache_dir)
+            shutil.copyfile(path, ctx.out / "latency_table.json")
+            console.print(f"{'reused' if cached else 'measured'} latency table {path}")
+            print_self_check(console, table)
+        barrier()
+        if not is_main():
+            table, _, _ = load_or_measure(probe, ctx.env, heads, ffn, ctx.cfg.cache_dir)
     latency = LatencyModel(table, dims.num_layers)
     latency.check_reachable(ctx.targets)
     hollow = [t for t in ctx.targets if t > latency.max_layer_preserving_speedup]
@@ -86,7 +95,7 @@ def _latency(ctx: RunContext, phases: Phases) -> LatencyModel:
             f"[bold yellow]warning:[/bold yellow] targets {hollow} cannot keep a sublayer in every layer: above "
             f"{format_speedup(latency.max_layer_preserving_speedup)} (the largest target that keeps at least one "
             "attention or FFN block per layer) the search removes whole layers' blocks and the members are "
-            "mostly embeddings and head; lower schedule.targets unless that is what you want"
+            "mostly embeddings and head; lower search.targets unless that is what you want"
         )
     return latency
 
@@ -104,9 +113,10 @@ def _dense_record(ctx: RunContext, teacher: Any) -> MemberRecord:
         if saved.eval_precision == ctx.eval_precision:
             return saved
     batch = int(ctx.trainer["eval_batch_size"])
-    metrics = evaluate(teacher, ctx.task, ctx.eval_examples, ctx.eval_features, batch, precision=ctx.eval_precision)
+    metrics = evaluate(teacher, ctx.task, ctx.eval_examples, ctx.eval_features, ctx.trainer, batch, ctx.eval_precision)
     record = MemberRecord("dense", count_parameters(teacher), dict(metrics), ctx.eval_precision)
-    record.save(path)
+    if is_main():
+        record.save(path)
     return record
 
 
@@ -116,12 +126,16 @@ def _oneshot(ctx: RunContext, teacher: Any, latency: LatencyModel, batches: dict
     todo = [t for t in ctx.targets if completed_member(ctx, t) is None]
     if todo:
         with phases("calibration + OBS database"):
-            db = build_database(teacher, batches["calibration"], ctx.out / "database", ctx.database_settings)
+            db = build_database_on_ranks(
+                teacher, batches["calibration"], ctx.out / "database", ctx.database_settings, ctx.trainer
+            )
     for target in ctx.targets:
         record = completed_member(ctx, target)
         if record is None:
             with phases(f"member {target:g}x"):
-                choice, found = choose_measured(ctx, teacher, teacher, db, latency, target, batches["loss"])
+                choice, found = on_main(
+                    lambda: choose_measured(ctx, teacher, teacher, db, latency, target, batches["loss"])  # noqa: B023
+                )
                 pruned = stitch(teacher, db, choice)
                 extra = {"method": ctx.method.name, **found}
                 record = finish_member(ctx, pruned, teacher, target, latency.speedup(choice), extra)
@@ -142,13 +156,16 @@ def _gradual(ctx: RunContext, teacher: Any, latency: LatencyModel, batches: dict
             current = reload_member(ctx, target)
         else:
             with phases(f"stage {target:g}x"):
-                db = build_database(
+                db = build_database_on_ranks(
                     current,
                     batches["calibration"],
                     ctx.out / "stages" / f"{target:g}x" / "database",
                     ctx.database_settings,
+                    ctx.trainer,
                 )
-                choice, found = choose_measured(ctx, current, teacher, db, latency, target, batches["loss"])
+                choice, found = on_main(
+                    lambda: choose_measured(ctx, current, teacher, db, latency, target, batches["loss"])  # noqa: B023
+                )
                 current = stitch(current, db, choice)
                 distill(ctx, current, teacher, logger, f"{target:g}x")
                 extra = {"method": ctx.method.name, **found}
@@ -192,13 +209,15 @@ def run_prune(cfg: DictConfig) -> None:
     """The ZipLM pipeline for the configured model × task × hardware × schedule."""
     _quiet_libraries()
     phases, started = Phases(), time.perf_counter()
+    start_ranks(to_dict(cfg.trainer), run_dir(cfg))  # a DDP trainer: its other processes start now
+    seed_everything(int(cfg.seed), workers=True, verbose=False)  # every rank initialises the same heads
     with phases("validate config and load data"):
         ctx = build_context(cfg)
         check_method(ctx.database_settings.method)
         check_teacher_head(ctx)
     console.print(f"run folder: {ctx.out}")
     latency = _latency(ctx, phases)
-    tracker = Tracker(ctx.logger, ctx.out, tracker_labels(cfg))  # W&B name/group/tags: model, task, sweep ...
+    tracker = Tracker(ctx.logger if is_main() else _NO_LOGGER, ctx.out, tracker_labels(cfg))  # W&B: model, task, sweep
     with phases("dense teacher"):
         teacher, cached = load_or_train_teacher(ctx, tracker.lightning_logger)
         console.print("reused cached teacher" if cached else "fine-tuned and cached the teacher")
@@ -211,28 +230,30 @@ def run_prune(cfg: DictConfig) -> None:
     labelled = method.labelled  # e.g. Fisher importances are gradients of the task loss
     batches = {
         "calibration": calibration_batches(
-            ctx.train_features, int(ctx.schedule["calibration_samples"]), 32, seed, labelled
+            ctx.train_features, int(ctx.pruner.calibration_samples), 32, seed, labelled
         ),
-        "loss": calibration_batches(ctx.train_features, int(ctx.schedule["spdy_loss_samples"]), 32, seed + 1, True)
-        if int(ctx.schedule["spdy_loss_samples"]) > 0
+        "loss": calibration_batches(ctx.train_features, int(ctx.search.spdy_loss_samples), 32, seed + 1, True)
+        if int(ctx.search.spdy_loss_samples) > 0
         else [],
     }
     steps = iter(range(1, len(ctx.targets) + 1))
     on_member = lambda record: tracker.log_member(record.to_json(), step=next(steps))  # noqa: E731
     if not method.builds_database:  # layer dropping
         members = _layerdrop(ctx, teacher, latency, phases, on_member, tracker.lightning_logger)
-    elif ctx.schedule["name"] == "oneshot":
+    elif ctx.schedule == "oneshot":
         members = _oneshot(ctx, teacher, latency, batches, phases, on_member)
     else:
         members = _gradual(ctx, teacher, latency, batches, phases, on_member, tracker.lightning_logger)
-    _report(ctx, dense, members, phases, started, tracker)
+    if is_main():
+        _report(ctx, dense, members, phases, started, tracker)
+    finish_ranks()
 
 
 def _report(ctx: RunContext, dense: MemberRecord, members: list[MemberRecord], phases: Phases, started: float,
             tracker: Tracker) -> None:  # fmt: skip
     metric = METRICS[ctx.task.metric].headline
     label = ctx.method.label  # "ZipLM", "<method> baseline"
-    title = f"{label} {ctx.schedule['name']}: {ctx.spec.name} on {ctx.task.name}, {ctx.cfg.hardware.name} environment"
+    title = f"{label} {ctx.schedule}: {ctx.spec.name} on {ctx.task.name}, {ctx.cfg.hardware.name} environment"
     phase_notes = [f"{name}: {seconds:.1f} s" for name, seconds in phases.seconds.items()]
     notes = [
         f"environment: {ctx.env.device} {ctx.env.dtype}, batch {ctx.env.batch_size} × seq {ctx.env.seq_length}",
@@ -240,14 +261,14 @@ def _report(ctx: RunContext, dense: MemberRecord, members: list[MemberRecord], p
         f"members saved as {ctx.member_dtype}; training precision {ctx.trainer['precision']}",
         "measured speedup: end-to-end, dense and member timed interleaved; deviation = measured/target − 1",
         "predicted: the latency table's speedup for the kept structure; when a pick's measured speedup missed "
-        f"its target by more than {100 * float(ctx.schedule['speedup_tolerance']):g}%, the search ran again at a "
-        "corrected target (schedule.speedup_corrections)",
+        f"its target by more than {100 * float(ctx.search.speedup_tolerance):g}%, the search ran again at a "
+        "corrected target (search.speedup_corrections)",
         *correction_notes(members),
         *phase_notes,
         f"total: {time.perf_counter() - started:.1f} s",
     ]
     table, plot = write_report(ctx.out, dense, members, metric, title, notes)
     (ctx.out / "phases.json").write_text(json.dumps(phases.seconds, indent=2) + "\n")
-    tracker.log_report(table, plot, ctx.out / "latency_table.json")
+    tracker.log_report(*results_rows(dense, members, metric), plot, ctx.out / "latency_table.json")
     console.print(Markdown(table))
     console.print(f"[green]done[/green] in {time.perf_counter() - started:.0f} s — report: {ctx.out / 'results.md'}")

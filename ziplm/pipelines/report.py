@@ -83,8 +83,8 @@ def tracker_labels(cfg: DictConfig) -> RunLabels:
         task=str(cfg.task.name),
         hardware=str(cfg.hardware.name),
         schedule=str(cfg.schedule.name),
-        method=str(cfg.schedule.get("method", "obs")),
-        targets=tuple(float(t) for t in cfg.schedule.targets),
+        method=str(cfg.pruner.method),
+        targets=tuple(float(t) for t in cfg.search.targets),
         sweep=sweep,
         job=job,
     )

@@ -11,14 +11,16 @@ from typing import Any
 import torch
 import transformers
 
-from ziplm.eval.evaluate import Evaluator
+from ziplm.config.settings import TeacherSettings
 from ziplm.lit.data import TaskDataModule
+from ziplm.lit.distributed import barrier, is_main
 from ziplm.lit.module import ZipLMModule
 from ziplm.lit.trainer import make_trainer
 from ziplm.models.build import build_model, resolve_source
 from ziplm.pipelines.common import task_head
 from ziplm.pipelines.context import RunContext
 
+__all__ = ["TeacherSettings", "load_or_train_teacher", "teacher_dir"]
 _HEAD_ARCHITECTURE_SUFFIX = {"classification": "ForSequenceClassification", "qa": "ForQuestionAnswering"}
 
 
@@ -46,8 +48,8 @@ def _recipe_key(ctx: RunContext) -> str:
     recipe = {
         "model": ctx.spec.__dict__,
         "task": ctx.task.__dict__,
-        "epochs": ctx.schedule["teacher_epochs"],
-        "lr": ctx.schedule["teacher_learning_rate"],
+        "epochs": ctx.teacher_settings.epochs,
+        "lr": ctx.teacher_settings.learning_rate,
         "batch": ctx.trainer["batch_size"],
         "seed": int(ctx.cfg.seed),
     }
@@ -72,23 +74,24 @@ def load_or_train_teacher(ctx: RunContext, logger: Any = False) -> tuple[Any, bo
         return _load_cached(folder).to(ctx.device).eval(), True
     check_teacher_head(ctx)
     model: Any = build_model(ctx.spec, head, **head_kwargs(ctx))
-    epochs = float(ctx.schedule["teacher_epochs"])
+    epochs = float(ctx.teacher_settings.epochs)
     if epochs > 0:
         module = ZipLMModule(
             model,
-            learning_rate=float(ctx.schedule["teacher_learning_rate"]),
-            evaluator=Evaluator(ctx.task, ctx.eval_examples, ctx.eval_features),
+            learning_rate=float(ctx.teacher_settings.learning_rate),
         )
         data = TaskDataModule(
             ctx.train_features, None, int(ctx.trainer["batch_size"]), int(ctx.trainer["eval_batch_size"])
         )
         make_trainer(ctx.trainer, ctx.out / "teacher", logger=logger, max_epochs=epochs).fit(module, datamodule=data)
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    ctx.tokenizer.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    if is_main():  # every rank trained the same weights; one writes them
+        tmp = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        ctx.tokenizer.save_pretrained(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    barrier()
     return model.to(ctx.device).eval(), False
 
 

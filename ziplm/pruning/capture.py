@@ -8,7 +8,7 @@ output error reported per level.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ def _flat_tokens(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
     return flat if mask is None else flat[mask.reshape(-1).to(torch.bool)]
 
 
-def _projections(model: nn.Module, layers: Iterable[int]) -> dict[tuple[int, Sublayer], nn.Module]:
+def projections(model: nn.Module, layers: Iterable[int]) -> dict[tuple[int, Sublayer], nn.Module]:
     adapter = adapter_for(model)
     found = {}
     for layer in layers:
@@ -52,12 +52,58 @@ def _projections(model: nn.Module, layers: Iterable[int]) -> dict[tuple[int, Sub
     return found
 
 
+Calibrate = Callable[
+    [nn.Module, Sequence[Mapping[str, torch.Tensor]], Mapping[str, nn.Module]],
+    tuple[Mapping[str, HessianAccumulator], Mapping[str, float]],
+]
+"""Runs the calibration forward passes: (model, batches, modules by name) -> (Hessians, output energies)
+by name. A run passes Lightning's (``ziplm.lit.phases.calibrate``: all ranks, summed); `in_process` is
+the plain loop used outside a run."""
+
+
+def in_process(show_progress: bool = True) -> Calibrate:
+    """The calibration loop in this process, on the model's device."""
+
+    def run(
+        model: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]], modules: Mapping[str, nn.Module]
+    ) -> tuple[Mapping[str, HessianAccumulator], Mapping[str, float]]:
+        device = next(model.parameters()).device
+        energy = dict.fromkeys(modules, 0.0)
+        with hessian_hooks(modules) as (accumulators, token_mask):
+
+            def energy_hook(name: str) -> Any:
+                def hook(_: nn.Module, __: Any, output: torch.Tensor) -> None:
+                    energy[name] += float(_flat_tokens(output.detach(), token_mask.current).double().pow(2).sum())
+
+                return hook
+
+            handles = [m.register_forward_hook(energy_hook(name)) for name, m in modules.items()]
+            try:
+                with torch.no_grad(), Progress(disable=not show_progress, transient=True) as progress:
+                    task = progress.add_task("calibration forward passes", total=len(batches))
+                    for cpu_batch in batches:
+                        batch = {k: v.to(device) for k, v in cpu_batch.items()}  # calibration data lives on the CPU
+                        token_mask.set(batch.get("attention_mask"))
+                        model(**batch)
+                        progress.advance(task)
+            finally:
+                for handle in handles:
+                    handle.remove()
+        return accumulators, energy
+
+    return run
+
+
 def capture(
-    model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], layers: Iterable[int], show_progress: bool = True
+    model: nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    layers: Iterable[int],
+    show_progress: bool = True,
+    calibrate: Calibrate | None = None,
 ) -> CalibrationStats:
     """Run `batches` (dicts of model inputs, with ``attention_mask``) and collect statistics.
 
-    Batches are moved to the model's device (a GPU run keeps its calibration set in host memory).
+    `calibrate` runs the forward passes (default: `in_process`; batches go to the model's device).
 
     Raises:
         ValueError: if the calibration set is empty or holds no non-padding token.
@@ -65,34 +111,16 @@ def capture(
     batch_list = list(batches)
     if not batch_list:
         raise ValueError("the calibration set is empty: give at least one batch of calibration samples")
-    modules = _projections(model, layers)
-    device = next(model.parameters()).device
+    modules = projections(model, layers)
     names = {key: f"{key[0]}.{key[1]}" for key in modules}
-    energy = dict.fromkeys(modules, 0.0)
     was_training = model.training
     model.eval()
-    with hessian_hooks({names[k]: m for k, m in modules.items()}) as (accumulators, token_mask):
-
-        def energy_hook(key: tuple[int, Sublayer]) -> Any:
-            def hook(_: nn.Module, __: Any, output: torch.Tensor) -> None:
-                energy[key] += float(_flat_tokens(output.detach(), token_mask.current).double().pow(2).sum())
-
-            return hook
-
-        handles = [m.register_forward_hook(energy_hook(k)) for k, m in modules.items()]
-        try:
-            with torch.no_grad(), Progress(disable=not show_progress, transient=True) as progress:
-                task = progress.add_task("calibration forward passes", total=len(batch_list))
-                for cpu_batch in batch_list:
-                    batch = {k: v.to(device) for k, v in cpu_batch.items()}  # calibration data lives on the CPU
-                    token_mask.set(batch.get("attention_mask"))
-                    model(**batch)
-                    progress.advance(task)
-        finally:
-            for handle in handles:
-                handle.remove()
-            model.train(was_training)
-    stats = {k: ProjectionStats(accumulators[names[k]], energy[k]) for k in modules}
+    try:
+        run = calibrate or in_process(show_progress)
+        accumulators, energy = run(model, batch_list, {names[k]: m for k, m in modules.items()})
+    finally:
+        model.train(was_training)
+    stats = {k: ProjectionStats(accumulators[names[k]], energy[names[k]]) for k in modules}
     if any(s.hessian.n_tokens == 0 for s in stats.values()):
         raise ValueError("the calibration set holds no token: every position is masked as padding")
     return CalibrationStats(stats)

@@ -20,7 +20,7 @@ from ziplm.core.structure import ModelDims, Structure
 from ziplm.models.adapter import SUBLAYERS, Sublayer, current_structure, get_output_weight
 from ziplm.models.registry import adapter_for
 from ziplm.pruning.baselines import Solver, obs_solver
-from ziplm.pruning.capture import ProjectionStats, capture
+from ziplm.pruning.capture import Calibrate, ProjectionStats, capture
 from ziplm.pruning.fisher import build_fisher_database
 from ziplm.pruning.levels_database import (
     DATABASE_FORMAT,
@@ -94,8 +94,11 @@ def build_database(
     folder: str | Path,
     settings: DatabaseSettings | None = None,
     show_progress: bool = True,
+    calibrate: Calibrate | None = None,
 ) -> LevelDatabase:
     """Build (or resume) the levels database of `model` on calibration `batches` in `folder`.
+
+    `calibrate` runs the calibration passes (default: in this process; a run passes Lightning's).
 
     The method (``settings.method``) comes from `ziplm.pruning.methods.REGISTRY`: per-level solvers run
     here, Fisher methods (`ziplm.pruning.fisher`) need labelled batches (``with_labels=True``).
@@ -103,7 +106,7 @@ def build_database(
     settings = settings or DatabaseSettings()
     chosen = method(settings.method)  # ValueError naming every registered method
     if chosen.selection == "fisher":
-        return build_fisher_database(model, batches, folder, settings, show_progress)
+        return build_fisher_database(model, batches, folder, settings, show_progress, calibrate)
     if not chosen.builds_database:
         raise ValueError(f"structure-selection method {chosen.name!r} builds no levels database")
     if not batches:
@@ -115,7 +118,7 @@ def build_database(
         return database
     fp = database.fingerprint
     started = time.perf_counter()
-    stats = capture(model, batches, todo, show_progress=show_progress).stats
+    stats = capture(model, batches, todo, show_progress=show_progress, calibrate=calibrate).stats
     database.build_seconds["calibration"] = time.perf_counter() - started
     started = time.perf_counter()
     structure = current_structure(model, dims)

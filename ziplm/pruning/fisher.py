@@ -30,7 +30,7 @@ from ziplm.core.database import LevelDatabase, LevelEntry
 from ziplm.core.structure import ModelDims
 from ziplm.models.adapter import SUBLAYERS, Sublayer, current_structure, unwrap_linear_weight
 from ziplm.models.registry import adapter_for
-from ziplm.pruning.capture import ProjectionStats, capture
+from ziplm.pruning.capture import Calibrate, ProjectionStats, capture
 from ziplm.pruning.levels_database import DatabaseSettings, open_database
 from ziplm.pruning.methods import METHODS, method
 
@@ -234,6 +234,7 @@ def build_fisher_database(
     folder: str | Path,
     settings: DatabaseSettings,
     show_progress: bool = True,
+    calibrate: Calibrate | None = None,
 ) -> LevelDatabase:
     """Build (or resume) a levels database whose levels follow Fisher importance (see the module docstring).
 
@@ -259,7 +260,7 @@ def build_fisher_database(
     if chosen.mask_tuning:  # least-squares mask tuning needs the projections' input Hessians
         started = time.perf_counter()
         inputs = [{k: v for k, v in b.items() if k not in LABEL_KEYS} for b in batches]
-        stats = capture(model, inputs, todo, show_progress=show_progress).stats
+        stats = capture(model, inputs, todo, show_progress=show_progress, calibrate=calibrate).stats
         database.build_seconds["calibration"] = time.perf_counter() - started
     structure = current_structure(model, dims)
     for layer in todo:

@@ -10,7 +10,6 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -29,6 +28,20 @@ from ziplm.pruning.methods import method
 DATABASE_FORMAT = "levels-v2"
 
 
+@dataclass
+class PrunerSettings:
+    """The ``pruner`` config group (``conf/pruner/*.yaml``): how structures are selected and scored."""
+
+    # Which rule picks the removed structures: obs (ZipLM) | magnitude | random | fisher | fisher-norescale
+    # (Kwon et al. 2022, with / without least-squares mask tuning) | layerdrop (whole layers, DistilBERT-style)
+    method: str = "obs"
+    damp: float = 0.01  # relative Hessian dampening
+    calibration_samples: int = 1024  # training samples whose activations build the Hessians
+    ffn_group_size: int = 1  # FFN neurons pruned together
+    ffn_grid_ratio: float = 0.9  # geometric ratio of the FFN level grid
+    ffn_round_to: int = 1  # FFN levels rounded to multiples of this (1 = no rounding)
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
     """Knobs of a database build (all recorded in its fingerprint)."""
@@ -41,14 +54,14 @@ class DatabaseSettings:
     seed: int = 0  # the run's seed: draws the random baseline's structures (no effect on unseeded methods)
 
     @classmethod
-    def from_schedule(cls, schedule: Mapping[str, Any], seed: int = 0) -> DatabaseSettings:
-        """The settings a run's ``schedule`` config group gives (the latency table reads its grids here too)."""
+    def from_pruner(cls, pruner: PrunerSettings, seed: int = 0) -> DatabaseSettings:
+        """The settings a run's ``pruner`` config group gives (the latency table reads its grids here too)."""
         return cls(
-            damp=float(schedule["damp"]),
-            ffn_group_size=int(schedule["ffn_group_size"]),
-            ffn_grid_ratio=float(schedule["ffn_grid_ratio"]),
-            ffn_round_to=int(schedule["ffn_round_to"]),
-            method=str(schedule.get("method", "obs")),
+            damp=float(pruner.damp),
+            ffn_group_size=int(pruner.ffn_group_size),
+            ffn_grid_ratio=float(pruner.ffn_grid_ratio),
+            ffn_round_to=int(pruner.ffn_round_to),
+            method=str(pruner.method),
             seed=int(seed),
         )
 

@@ -33,7 +33,7 @@ class Method:
     """What a structure-selection method needs and makes.
 
     Attributes:
-        name: the ``schedule.method`` value.
+        name: the ``pruner.method`` value.
         label: how reports title its runs ("ZipLM", "magnitude baseline", ...).
         selection: how structures are chosen (see the module docstring).
         solver: for ``selection="solver"``: seed -> per-level solver. The database builder passes a seed
@@ -85,5 +85,5 @@ def method(name: str) -> Method:
         return REGISTRY[name]
     except KeyError:
         raise ValueError(
-            f"unknown structure-selection method {name!r} (schedule.method); choose one of {', '.join(METHODS)}"
+            f"unknown structure-selection method {name!r} (pruner.method); choose one of {', '.join(METHODS)}"
         ) from None

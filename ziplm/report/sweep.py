@@ -162,11 +162,13 @@ def _read_run(folder: Path, root: Path, cfg: Mapping[str, Any]) -> RunInfo:
         node = cfg.get(group)
         return str(node.get("name", "?")) if isinstance(node, Mapping) else "?"
 
+    # Runs saved before the schedule group was split keep method/targets under `schedule`.
     schedule, task = _mapping(cfg, "schedule"), _mapping(cfg, "task")
+    pruner, search = _mapping(cfg, "pruner"), _mapping(cfg, "search")
     metric, higher = _metric_info(str(task.get("metric", "?")))
     overrides_file = folder / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    targets = _floats(schedule.get("targets"))
+    targets = _floats(search.get("targets", schedule.get("targets")))
     status, reason = _status(folder, targets)
     seed = cfg.get("seed")
     return RunInfo(
@@ -176,7 +178,7 @@ def _read_run(folder: Path, root: Path, cfg: Mapping[str, Any]) -> RunInfo:
         task=name("task"),
         hardware=name("hardware"),
         schedule=name("schedule"),
-        method=str(schedule.get("method", "obs")),
+        method=str(pruner.get("method", schedule.get("method", "obs"))),
         targets=targets,
         seed=seed if isinstance(seed, int) else None,
         overrides=tuple(str(o) for o in overrides or () if not str(o).startswith("command=")),

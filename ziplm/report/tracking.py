@@ -57,31 +57,82 @@ class RunLabels:
         }
 
 
-def make_logger(logger: Mapping[str, Any], save_dir: Path, run_name: str) -> Logger | bool:
-    """The run's Lightning logger: W&B (offline unless the user opts in), CSV, or none (False).
+# The `logger` group's choices; a config without `_target_` (older runs, plain dicts) names one by `kind`.
+LOGGER_TARGETS: dict[str, str | None] = {
+    "wandb": "lightning.pytorch.loggers.WandbLogger",
+    "csv": "lightning.pytorch.loggers.CSVLogger",
+    "none": None,
+}
+WANDB_TARGETS = ("lightning.pytorch.loggers.WandbLogger", "lightning.pytorch.loggers.wandb.WandbLogger")
+ZIPLM_LOGGER_KEYS = ("_target_", "kind")  # ziplm's own: `kind` only names the group's choice
+WANDB_KEYS = ("project", "mode", "group", "tags")  # every choice has them (the sweep report's W&B run too)
 
-    Lightning is imported here, only by runs that log; `make_trainer` (``ziplm.lit.trainer``) takes the result.
+
+def logger_target(logger: Mapping[str, Any]) -> str | None:
+    """The logger class's import path (None: no logger); a config without `_target_` names it by `kind`."""
+    if "_target_" in logger:
+        return str(logger["_target_"]) if logger["_target_"] else None
+    kind = str(logger.get("kind", "none"))
+    if kind not in LOGGER_TARGETS:
+        raise ValueError(f"unknown logger kind {kind!r}; choose logger=wandb, csv or none")
+    return LOGGER_TARGETS[kind]
+
+
+def is_wandb(logger: Mapping[str, Any]) -> bool:
+    """Whether the configured logger class is (a subclass of) Lightning's WandbLogger.
+
+    The usual paths are known without importing Lightning (``ziplm report`` stays light); others are imported.
     """
-    kind = logger.get("kind", "none")
-    if kind == "none":
+    target = logger_target(logger)
+    if target is None or target in WANDB_TARGETS:
+        return target is not None
+    if target in LOGGER_TARGETS.values():
         return False
-    if kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
+    from hydra.utils import get_class
+    from lightning.pytorch.loggers import WandbLogger
 
-        return CSVLogger(save_dir=str(save_dir), name="csv")
-    if kind == "wandb":
-        from lightning.pytorch.loggers import WandbLogger
+    cls = get_class(target)
+    return isinstance(cls, type) and issubclass(cls, WandbLogger)
 
-        mode = os.environ.get("WANDB_MODE", logger.get("mode", "offline"))
-        return WandbLogger(
-            project=logger.get("project", "ziplm"),
-            name=run_name,
-            group=logger.get("group"),
-            tags=list(logger.get("tags", [])),
-            save_dir=str(save_dir),
-            mode=mode,
-        )
-    raise ValueError(f"unknown logger kind {kind!r}; choose wandb, csv or none")
+
+def _wandb_mode(logger: Mapping[str, Any]) -> str:
+    """``WANDB_MODE`` wins over the config's mode (offline unless the user opts in)."""
+    return os.environ.get("WANDB_MODE") or str(logger.get("mode") or "offline")
+
+
+def make_logger(logger: Mapping[str, Any], save_dir: Path, run_name: str) -> Logger | bool:
+    """The run's Lightning logger, built with ``hydra.utils.instantiate`` from the ``logger`` group, or False.
+
+    `logger` is a ``_target_`` config (W&B offline unless the user opts in, CSV, none, or any Lightning
+    logger class with its kwargs). The run-time arguments fill what the config leaves unset: save_dir (the
+    run folder) and name (the run name), where the class takes them; W&B also gets project, group, tags and
+    mode (``WANDB_MODE`` wins). Lightning is imported here, only by runs that log; `make_trainer`
+    (``ziplm.lit.trainer``) takes the result.
+    """
+    import inspect
+
+    from hydra.utils import get_class, instantiate
+
+    target = logger_target(logger)
+    if target is None:
+        return False
+    wandb = is_wandb(logger)
+    params = inspect.signature(get_class(target)).parameters
+    named = {k for k, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    config = {k: v for k, v in logger.items() if k not in ZIPLM_LOGGER_KEYS}
+    if not wandb:  # every choice carries the W&B settings; another class gets those its __init__ names
+        config = {k: v for k, v in config.items() if k not in WANDB_KEYS or (k in named and v not in (None, []))}
+    if "_target_" not in logger and not wandb:
+        config.setdefault("name", "csv")  # a config from before `_target_`: the CSV logger wrote <run>/csv/
+    config = {k: v for k, v in config.items() if v is not None or k not in ("name", "save_dir", "mode")}
+    for key, value in {"save_dir": str(save_dir), "name": run_name, "run_name": run_name}.items():
+        if key in named:
+            config.setdefault(key, value)
+    if wandb:
+        config["mode"] = _wandb_mode(logger)
+        config.setdefault("project", "ziplm")
+        config["tags"] = list(config.get("tags") or [])
+    return instantiate({"_target_": target, **config}, _convert_="all")
 
 
 class Tracker:
@@ -91,9 +142,8 @@ class Tracker:
     """
 
     def __init__(self, logger_cfg: Mapping[str, Any], out: Path, run: str | RunLabels) -> None:
-        self.kind = str(logger_cfg.get("kind", "none"))
         settings = dict(logger_cfg)
-        if isinstance(run, RunLabels):
+        if isinstance(run, RunLabels) and is_wandb(logger_cfg):
             settings["group"] = run.group(logger_cfg.get("group"))
             settings["tags"] = run.tags(list(logger_cfg.get("tags") or []))
         self.lightning_logger = make_logger(settings, out, run.name if isinstance(run, RunLabels) else run)
@@ -106,17 +156,22 @@ class Tracker:
         numbers = {f"family/{k}": float(v) for k, v in record.items() if isinstance(v, int | float)}
         logger.log_metrics(numbers, step=step)
 
-    def log_report(self, table_markdown: str, plot: Path, latency_table: Path) -> None:
-        """W&B only: the results table, the plot and the latency table as an artifact."""
+    def log_report(
+        self, columns: Sequence[str], rows: Sequence[Sequence[object]], plot: Path, latency_table: Path
+    ) -> None:
+        """W&B only: the results table (its rows, as the report has them), the plot and the latency table."""
         logger = self.lightning_logger
-        if self.kind != "wandb" or isinstance(logger, bool):
+        if isinstance(logger, bool):
+            return
+        from lightning.pytorch.loggers import WandbLogger
+
+        if not isinstance(logger, WandbLogger):
             return
         import wandb
 
         run = logger.experiment
-        rows = [r.strip("|").split("|") for r in table_markdown.strip().splitlines()]
-        header, body = [c.strip() for c in rows[0]], [[c.strip() for c in r] for r in rows[2:]]
-        run.log({"results": wandb.Table(columns=header, data=body), "metric_vs_speedup": wandb.Image(str(plot))})
+        table = wandb.Table(columns=list(columns), data=[list(row) for row in rows])
+        run.log({"results": table, "metric_vs_speedup": wandb.Image(str(plot))})
         artifact = wandb.Artifact("latency-table", type="latency-table")
         artifact.add_file(str(latency_table))
         run.log_artifact(artifact)
@@ -136,11 +191,11 @@ def log_sweep_report(
 
     Returns whether anything was logged (False for other logger kinds). Offline by default, like runs.
     """
-    if str(logger_cfg.get("kind", "none")) != "wandb":
+    if not is_wandb(logger_cfg):
         return False
     import wandb
 
-    mode: Any = os.environ.get("WANDB_MODE", str(logger_cfg.get("mode", "offline")))
+    mode: Any = _wandb_mode(logger_cfg)
     run = wandb.init(
         project=str(logger_cfg.get("project", "ziplm")),
         group=str(logger_cfg.get("group") or group),
