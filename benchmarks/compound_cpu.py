@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
+from run_setup import settings_data_teacher
 
 from ziplm.compress import CompressionSettings, compress, sparsity_report
 from ziplm.config.paths import compose
@@ -32,28 +34,26 @@ from ziplm.eval.metrics import METRICS
 from ziplm.latency.measure import interleaved_medians
 from ziplm.lit.phases import evaluate
 from ziplm.models import load_pruned
-from ziplm.pipelines.context import RunContext, build_context
 from ziplm.pipelines.prune import run_prune
-from ziplm.pipelines.teacher import load_or_train_teacher
 
 QUICK = ["experiment=smoke", "hardware.repetitions=3", "hardware.max_seconds_per_entry=1.0"]
 
 
-def find_member(ctx: RunContext, target: float) -> Path | None:
+def find_member(cfg: DictConfig, target: float) -> Path | None:
     """The newest complete member for `target` of a run with this config's name, if any."""
     pattern = f"*/family/{target:g}x/metrics.json"
-    found = sorted((Path(str(ctx.cfg.output_root)) / "run" / str(ctx.cfg.name)).glob(pattern))
+    found = sorted((Path(str(cfg.output_root)) / "run" / str(cfg.name)).glob(pattern))
     return found[-1].parent if found else None
 
 
-def member_for(ctx: RunContext, overrides: list[str], target: float, given: str | None) -> Path:
+def member_for(cfg: DictConfig, overrides: list[str], target: float, given: str | None) -> Path:
     if given:
         return Path(given)
-    folder = find_member(ctx, target)
+    folder = find_member(cfg, target)
     if folder is None:
         print(f"no saved {target:g}x member: running the one-shot pipeline for it first", flush=True)
         run_prune(compose([*overrides, f"search.targets=[{target:g}]"], command="run"))
-        folder = find_member(ctx, target)
+        folder = find_member(cfg, target)
     if folder is None:
         raise FileNotFoundError(f"the one-shot run did not leave a family/{target:g}x member")
     return folder
@@ -101,25 +101,27 @@ def main() -> None:
 
 
 def run(overrides: list[str], args: argparse.Namespace) -> None:
-    ctx = build_context(compose(overrides, command="run"))
-    teacher, cached = load_or_train_teacher(ctx)
-    member = load_pruned(member_for(ctx, overrides, args.target, args.member))
-    wanted = int(ctx.cfg.compression.calibration_samples)
-    batches = calibration_batches(ctx.train_features, wanted, 32, int(ctx.cfg.seed))
+    cfg = compose(overrides, command="run")
+    settings, data, teacher, cached, _ = settings_data_teacher(cfg)
+    env = settings.hardware
+    member = load_pruned(member_for(cfg, overrides, args.target, args.member))
+    wanted = int(cfg.compression.calibration_samples)
+    batches = calibration_batches(data.train_features, wanted, 32, settings.seed)
     samples = sum(len(b["input_ids"]) for b in batches)
     models = variants(teacher.eval(), member, batches)
-    metric = METRICS[ctx.task.metric].headline
+    metric = METRICS[settings.task.metric].headline
+    on_cpu = {"accelerator": "cpu", "devices": 1}  # INT8 kernels are CPU kernels
     scores = {
-        name: evaluate(m, ctx.task, ctx.eval_examples, ctx.eval_features, ctx.trainer, 64, show_progress=False)[metric]
+        name: evaluate(m, data.task, data.eval_examples, data.eval_features, on_cpu, 64, show_progress=False)[metric]
         for name, m in models.items()
     }
-    envs = {"b32": ctx.env, "b1": dataclasses.replace(ctx.env, batch_size=1)}
+    envs = {"b32": env, "b1": dataclasses.replace(env, batch_size=1)}
     times = {key: interleaved_medians(list(models.values()), env, args.rounds) for key, env in envs.items()}
     print(
-        f"\n{ctx.spec.name} on {ctx.task.name} ({'cached' if cached else 'new'} teacher), {ctx.env.device} "
-        f"{torch.get_num_threads()} threads, seq {ctx.env.seq_length}; {samples} OBS calibration samples"
+        f"\n{settings.model.name} on {settings.task.name} ({'cached' if cached else 'new'} teacher), {env.device} "
+        f"{torch.get_num_threads()} threads, seq {env.seq_length}; {samples} OBS calibration samples"
     )
-    header = f"{'model':<27}{metric:>9}{'ms b' + str(ctx.env.batch_size):>10}{'speedup':>9}{'ms b1':>8}{'speedup':>9}"
+    header = f"{'model':<27}{metric:>9}{'ms b' + str(env.batch_size):>10}{'speedup':>9}{'ms b1':>8}{'speedup':>9}"
     print(header + f"{'zeros':>7}{'MB':>7}")
     for i, (name, model) in enumerate(models.items()):
         b32, b1 = times["b32"], times["b1"]

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from run_setup import settings_data_teacher
+
 from ziplm.config.paths import compose
 from ziplm.core.latency import LatencyModel
 from ziplm.data.calibration import calibration_batches
@@ -23,11 +25,9 @@ from ziplm.latency.cache import load_or_measure
 from ziplm.latency.measure import interleaved_speedups
 from ziplm.lit.phases import evaluate
 from ziplm.models import adapter_for
-from ziplm.pipelines.context import build_context
-from ziplm.pipelines.family import search_space
 from ziplm.pipelines.latency import level_grids
-from ziplm.pipelines.teacher import load_or_train_teacher
 from ziplm.pruning.database_builder import DatabaseSettings, build_database
+from ziplm.pruning.search import search_space
 from ziplm.pruning.stitch import stitch
 from ziplm.pruning.targets import search_target
 
@@ -40,33 +40,36 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (default: the main job's config)")
     args = parser.parse_args()
     cfg = compose(["logger=none", *args.overrides], command="bench")
-    ctx = build_context(cfg)
-    teacher, cached = load_or_train_teacher(ctx)
+    settings, data, teacher, cached, _ = settings_data_teacher(cfg)
+    env = settings.hardware
     dims = adapter_for(teacher).dims(teacher)
     heads, ffn = level_grids(cfg, dims.num_heads, dims.intermediate_size)
-    table, _, _ = load_or_measure(teacher, ctx.env, heads, ffn, cfg.cache_dir)
+    table, _, _ = load_or_measure(teacher, env, heads, ffn, cfg.cache_dir)
     latency = LatencyModel(table, dims.num_layers)
-    calib = calibration_batches(ctx.train_features, int(ctx.pruner.calibration_samples), 32, int(cfg.seed))
+    calib = calibration_batches(data.train_features, int(settings.pruner.calibration_samples), 32, int(cfg.seed))
     metric = "accuracy"
 
     def score(model: object) -> float:
-        return evaluate(model, ctx.task, ctx.eval_examples, ctx.eval_features, ctx.trainer, 64, show_progress=False)[metric]
+        scores = evaluate(
+            model, data.task, data.eval_examples, data.eval_features, settings.trainer, 64, show_progress=False
+        )
+        return scores[metric]
 
     dense = score(teacher)
-    print(f"{ctx.spec.name} on {ctx.task.name} ({'cached' if cached else 'new'} teacher), {ctx.env.device} "
-          f"batch {ctx.env.batch_size} x seq {ctx.env.seq_length}; dense {metric} {dense:.2f}")  # fmt: skip
+    print(f"{settings.model.name} on {settings.task.name} ({'cached' if cached else 'new'} teacher), {env.device} "
+          f"batch {env.batch_size} x seq {env.seq_length}; dense {metric} {dense:.2f}")  # fmt: skip
     print(f"{'method':<10}{'target':>8}{'predicted':>11}{'measured':>10}{metric:>10}{'Δ dense':>9}{'seconds':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods:
             started = time.perf_counter()
-            settings = DatabaseSettings(damp=float(ctx.pruner.damp), method=method)
+            settings = DatabaseSettings(damp=float(settings.pruner.damp), method=method)
             db = build_database(teacher, calib, Path(tmp) / method, settings, show_progress=False)
             space = search_space(db, table, dims.num_layers)
             for target in args.targets:
                 choice, _ = search_target(space, latency, target)
                 pruned = stitch(teacher, db, choice)
                 acc = score(pruned)
-                measured = interleaved_speedups(teacher, [pruned], ctx.env, args.rounds)[0]
+                measured = interleaved_speedups(teacher, [pruned], env, args.rounds)[0]
                 print(
                     f"{method:<10}{target:>8.2f}{latency.speedup(choice):>11.2f}{measured:>10.2f}{acc:>10.2f}"
                     f"{acc - dense:>+9.2f}{time.perf_counter() - started:>9.0f}",

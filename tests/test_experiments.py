@@ -331,12 +331,11 @@ RUNS = [(p, m) for p in PRESETS for m in _methods(p)]
 def test_preset_runs_to_completion(
     path: Path, method: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ziplm.pipelines import context as context_module
     from ziplm.pipelines import prune
 
     out = tmp_path / "run"
     out.mkdir(parents=True)
-    monkeypatch.setattr(context_module, "run_dir", lambda cfg: out)
+    monkeypatch.setattr(prune, "run_dir", lambda cfg: out)
     monkeypatch.setattr(prune, "load_or_measure", _linear_table)
     _, overrides, _ = _command(path)
     extra = [f"pruner.method={method}"] if method else []

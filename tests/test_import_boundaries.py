@@ -43,6 +43,25 @@ def test_importing_the_core_loads_no_framework() -> None:
     assert out.stdout.strip() == "[]"
 
 
+# The settings classes the config layer registers with Hydra live in plain-Python modules of their layers
+# (each re-exported from its old, torch-importing home), so composing and validating a config loads no torch.
+SETTINGS_MODULES = (
+    "ziplm.config.schema", "ziplm.config.settings", "ziplm.config.validate", "ziplm.core.settings",
+    "ziplm.data.spec", "ziplm.latency.environment", "ziplm.models.spec", "ziplm.pruning.settings",
+)  # fmt: skip
+HEAVY = ("torch", "transformers", "datasets", "lightning", "pytorch_lightning", "torchmetrics", "wandb")
+
+
+def test_the_config_layer_and_the_settings_modules_load_no_torch() -> None:
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in SETTINGS_MODULES)
+        + f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_reports_do_not_load_the_metric_libraries() -> None:
     """`ziplm report` only needs to know how metrics are reported, not how they are computed (torchmetrics
     alone took ~12 s to import on the development machine)."""

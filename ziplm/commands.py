@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-
 INVOCATION: list[str] = []
 """The ``ziplm`` arguments of this process (command name first), as typed: set by the CLI, read by a
 multi-process run to start its other ranks with the same command."""

@@ -10,7 +10,7 @@ import pytest
 from tests.pipelines.test_prune_pipeline import _check_family, _run
 from ziplm.core.database import LevelDatabase
 from ziplm.models import load_pruned
-from ziplm.pipelines import family, prune
+from ziplm.pipelines import members, prune
 
 
 def test_fisher_oneshot_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,13 +31,13 @@ def test_layerdrop_family_distilled_and_resumed(tmp_path: Path, monkeypatch: pyt
     # Two members: the second is cut from the teacher the first one's distillation froze (it must still train).
     overrides = ["pruner.method=layerdrop", "search.targets=[1.5,2.0]", "distill.epochs_per_stage=1"]
     calls: list[object] = []
-    real_distill = family.distill
+    real_distill = members.distill_stage
 
     def spy(*args: object, **kwargs: object) -> None:
         calls.append(kwargs.get("layer_pairs"))
         real_distill(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(family, "distill", spy)
+    monkeypatch.setattr(members, "distill_stage", spy)
     _run(tmp_path, out, overrides, monkeypatch)
     # Linear table: a layer costs 0.4 of T_base = 1, so one of two layers kept predicts 1/0.6, closest to
     # both 1.5x and 2x (none kept would be 5x): each member distilled once, its layer matched to its own.

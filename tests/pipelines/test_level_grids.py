@@ -32,7 +32,7 @@ def test_table_and_database_levels_are_identical(tmp_path: Path, overrides: list
     model = build_model(model_spec(cfg), "base").eval()
     dims = adapter_for(model).dims(model)
     table_heads, table_ffn = table_grids(cfg, dims.num_heads, dims.intermediate_size)
-    settings = RunSettings.from_config(cfg).database  # what RunContext.database_settings gives
+    settings = RunSettings.from_config(cfg).database  # what a run builds its database with
     ids, mask = token_batch(batch=2, seq=8, pad_from=None)
     batches = [{"input_ids": ids, "attention_mask": mask}]
     fp = fingerprint(model, batches, settings)

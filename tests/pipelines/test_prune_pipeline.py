@@ -12,8 +12,7 @@ from ziplm.config.paths import compose
 from ziplm.core.latency import LatencyModel, LatencyTable
 from ziplm.core.structure import Structure
 from ziplm.models import load_pruned
-from ziplm.pipelines import context as context_module
-from ziplm.pipelines import family, prune
+from ziplm.pipelines import members, prune, schedules
 
 SMOKE = ["experiment=smoke", "logger=none", "search.speedup_rounds=2", "hardware.repetitions=4"]
 
@@ -55,9 +54,9 @@ def _table_machine(bias: float = 1.0) -> object:
 def _run(
     tmp_path: Path, out: Path, overrides: list[str], monkeypatch: pytest.MonkeyPatch, machine_bias: float = 1.0
 ) -> None:
-    monkeypatch.setattr(context_module, "run_dir", lambda cfg: out.mkdir(parents=True, exist_ok=True) or out)
+    monkeypatch.setattr(prune, "run_dir", lambda cfg: out.mkdir(parents=True, exist_ok=True) or out)
     monkeypatch.setattr(prune, "load_or_measure", _linear_table)
-    monkeypatch.setattr(family, "interleaved_speedups", _table_machine(machine_bias))
+    monkeypatch.setattr(members, "interleaved_speedups", _table_machine(machine_bias))
     cfg = compose([*SMOKE, f"output_root={tmp_path}", f"cache_dir={tmp_path / 'cache'}", *overrides])
     prune.run_prune(cfg)
 
@@ -135,7 +134,7 @@ def _record_stages(monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict], list[di
     database is built on and of each freshly stitched model (before any distillation)."""
     built_on: list[dict[str, torch.Tensor]] = []
     stitched: list[dict[str, torch.Tensor]] = []
-    real_build, real_stitch = prune.build_database_on_ranks, prune.stitch
+    real_build, real_stitch = schedules.build_database_on_ranks, schedules.stitch
 
     def build_database(model: torch.nn.Module, *args: object, **kwargs: object) -> object:
         built_on.append(_state(model))
@@ -146,8 +145,8 @@ def _record_stages(monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict], list[di
         stitched.append(_state(model))
         return model
 
-    monkeypatch.setattr(prune, "build_database_on_ranks", build_database)
-    monkeypatch.setattr(prune, "stitch", stitch)
+    monkeypatch.setattr(schedules, "build_database_on_ranks", build_database)
+    monkeypatch.setattr(schedules, "stitch", stitch)
     return built_on, stitched
 
 

@@ -20,8 +20,7 @@ import torch
 from ziplm.config.paths import compose
 from ziplm.core.latency import LatencyModel, LatencyTable
 from ziplm.models import load_pruned
-from ziplm.pipelines import context as context_module
-from ziplm.pipelines import family, prune
+from ziplm.pipelines import members, prune
 
 # Real timing, made cheap: the smoke preset's tiny BERT at its batch 32 x 64 tokens (layers, not Python
 # overhead, dominate its time there), few rounds.
@@ -79,7 +78,7 @@ class Recorder:
 @contextlib.contextmanager
 def recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     recorder = Recorder()
-    real_teacher, real_save, real_phases = prune.load_or_train_teacher, family.save_pruned, prune.Phases
+    real_teacher, real_save, real_phases = prune.load_or_train_teacher, members.save_pruned, prune.Phases
 
     def load_teacher(*args: Any, **kwargs: Any) -> tuple[Any, bool]:
         teacher, cached = real_teacher(*args, **kwargs)
@@ -104,14 +103,14 @@ def recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
                 recorder.check_teacher(name)
 
     monkeypatch.setattr(prune, "load_or_train_teacher", load_teacher)
-    monkeypatch.setattr(family, "save_pruned", save)
+    monkeypatch.setattr(members, "save_pruned", save)
     monkeypatch.setattr(prune, "Phases", CheckedPhases)
     yield recorder
 
 
 def _run(tmp_path: Path, overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Recorder]:
     out = tmp_path / "run"
-    monkeypatch.setattr(context_module, "run_dir", lambda cfg: out.mkdir(parents=True, exist_ok=True) or out)
+    monkeypatch.setattr(prune, "run_dir", lambda cfg: out.mkdir(parents=True, exist_ok=True) or out)
     where = [f"output_root={tmp_path}", f"cache_dir={tmp_path / 'cache'}"]
     cfg = compose(["experiment=smoke", "logger=none", *TINY_TIMING, *where, *overrides])
     with recording(monkeypatch) as recorder:

@@ -107,7 +107,9 @@ def test_interrupted_build_resumes_only_missing_layers(tmp_path: Path, monkeypat
     seen: list[list[int]] = []
     real_capture = capture_module.capture
 
-    def spy(model: nn.Module, batches: object, layers: object, show_progress: bool = True, calibrate: object = None) -> object:
+    def spy(
+        model: nn.Module, batches: object, layers: object, show_progress: bool = True, calibrate: object = None
+    ) -> object:
         seen.append(list(layers))  # type: ignore[call-overload]
         return real_capture(model, batches, layers, show_progress, calibrate)  # type: ignore[arg-type]
 

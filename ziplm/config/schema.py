@@ -24,12 +24,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from ziplm.config.settings import TeacherSettings
-from ziplm.core.distill import DistillSettings
+from ziplm.core.settings import DistillSettings
 from ziplm.data.spec import TaskSpec
-from ziplm.latency.measure import Environment
-from ziplm.models.build import ModelSpec
-from ziplm.pruning.levels_database import PrunerSettings
-from ziplm.pruning.targets import SearchSettings
+from ziplm.latency.environment import Environment
+from ziplm.models.spec import ModelSpec
+from ziplm.pruning.settings import PrunerSettings, SearchSettings
 
 
 def layer_schema(cls: type, name: str, *, label: bool = False, defaults: dict[str, Any] | None = None) -> type:

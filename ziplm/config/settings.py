@@ -14,12 +14,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ziplm.core.distill import DistillSettings
+from ziplm.core.settings import DistillSettings
 from ziplm.data.spec import TaskSpec
-from ziplm.latency.measure import Environment
-from ziplm.models.build import ModelSpec
-from ziplm.pruning.levels_database import DatabaseSettings, PrunerSettings
-from ziplm.pruning.targets import SearchSettings
+from ziplm.latency.environment import Environment
+from ziplm.models.spec import ModelSpec
+from ziplm.pruning.settings import DatabaseSettings, PrunerSettings, SearchSettings
 
 
 @dataclass

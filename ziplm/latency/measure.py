@@ -17,7 +17,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -26,12 +26,13 @@ from torch import nn
 
 from ziplm.core.latency import LatencyModel, LatencyTable
 from ziplm.latency.anchors import check_choices, in_situ_times, smooth_anchors, through_anchors
-from ziplm.latency.engines import compiled_call, engine_problem, onnxruntime_call
+from ziplm.latency.engines import compiled_call, onnxruntime_call
+from ziplm.latency.environment import DTYPE_NAMES as DTYPE_NAMES  # re-exported: their home is torch-free
+from ziplm.latency.environment import ENGINES as ENGINES
+from ziplm.latency.environment import Environment as Environment
 from ziplm.models.registry import adapter_for
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# eager: the module as is; compile: torch.compile (TorchInductor); onnxruntime: our ONNX export in an InferenceSession.
-ENGINES = ("eager", "compile", "onnxruntime")
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}  # float32 | float16 | bfloat16
 ANCHORS_PER_KIND = 7  # whole-model timings per sublayer kind; more = slower table, smaller interpolation error
 CHECKS = 2  # uneven structures timed with the anchors: the table's own predicted-vs-measured check
 # How every level's time is drawn from the anchors: "lines" (straight lines between anchors: what tables use)
@@ -40,47 +41,6 @@ FITS: dict[str, Callable[[Sequence[int], Mapping[int, float]], dict[int, float]]
     "quadratic": smooth_anchors,
     "lines": through_anchors,
 }
-
-
-@dataclass(frozen=True)
-class Environment:
-    """An inference environment: latency tables and measured speedups are only valid inside one.
-
-    Typed view of ``conf/hardware/*.yaml`` and its Hydra schema (which adds the profile's ``name``, a label
-    that is no part of the timing).
-    """
-
-    device: str = "cpu"  # cpu | cuda
-    dtype: str = "float32"  # float32 | float16 | bfloat16
-    batch_size: int = 1
-    seq_length: int = 128
-    threads: int | None = None  # CPU threads (torch.set_num_threads); None = torch's default
-    engine: str = "eager"  # eager | compile | onnxruntime
-    warmup: int = 5
-    repetitions: int = 20  # minimum timed repetitions; more are taken until the median is stable
-    max_seconds_per_entry: float = 10.0
-
-    def validate(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {sorted(DTYPES)}")
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine {self.engine!r} is not supported; choose one of {ENGINES} (hardware.engine=...)")
-        if self.device != "cpu" and not self.device.startswith("cuda"):
-            raise ValueError(f"unknown device {self.device!r}; use cpu or cuda[:N]")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"hardware profile asks for device {self.device!r} but no CUDA device is visible")
-        if self.device == "cpu" and self.dtype == "float16":
-            raise ValueError("float16 on CPU is not a deployment environment; use float32 or bfloat16")
-        if self.batch_size < 1 or self.seq_length < 1:
-            raise ValueError(f"batch_size and seq_length must be >= 1, got {self.batch_size}, {self.seq_length}")
-        problem = engine_problem(self.engine, self.device, self.dtype)
-        if problem is not None:
-            raise ValueError(problem)
-
-    def apply(self) -> None:
-        """Set process-wide state the timings depend on (CPU threads)."""
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
 
 
 def device_name(device: str) -> str:

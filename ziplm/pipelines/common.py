@@ -39,9 +39,13 @@ def environment(cfg: DictConfig) -> Environment:
 
 def task_head(cfg: DictConfig) -> Head:
     """Which model head the configured task needs."""
-    kind = str(cfg.task.kind)
+    return head_for(str(cfg.task.name), str(cfg.task.kind))
+
+
+def head_for(name: str, kind: str) -> Head:
+    """Which model head a task of `kind` needs."""
     if kind not in _HEADS:
-        raise ValueError(f"task {cfg.task.name!r} has unknown kind {kind!r}; known kinds: {sorted(_HEADS)}")
+        raise ValueError(f"task {name!r} has unknown kind {kind!r}; known kinds: {sorted(_HEADS)}")
     return _HEADS[kind]
 
 

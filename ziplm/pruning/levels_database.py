@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ziplm.core.database import DatabaseFingerprint, LevelDatabase
-from ziplm.core.levels import level_grids
 from ziplm.models.adapter import current_structure
 from ziplm.models.registry import adapter_for
 from ziplm.pruning.methods import method
+from ziplm.pruning.settings import DatabaseSettings as DatabaseSettings  # re-exported: their home is torch-free
+from ziplm.pruning.settings import PrunerSettings as PrunerSettings
 
 # Version of what a build stores, recorded in every fingerprint: bump it whenever a change to a solver
 # (OBS, the baselines, Fisher), the error formula or the level grids changes the stored levels, so that a
@@ -26,48 +26,6 @@ from ziplm.pruning.methods import method
 #   levels-v1: manifests written before this version was recorded.
 #   levels-v2: the random baseline draws from the run's seed, independently per layer and sublayer.
 DATABASE_FORMAT = "levels-v2"
-
-
-@dataclass
-class PrunerSettings:
-    """The ``pruner`` config group (``conf/pruner/*.yaml``): how structures are selected and scored."""
-
-    # Which rule picks the removed structures: obs (ZipLM) | magnitude | random | fisher | fisher-norescale
-    # (Kwon et al. 2022, with / without least-squares mask tuning) | layerdrop (whole layers, DistilBERT-style)
-    method: str = "obs"
-    damp: float = 0.01  # relative Hessian dampening
-    calibration_samples: int = 1024  # training samples whose activations build the Hessians
-    ffn_group_size: int = 1  # FFN neurons pruned together
-    ffn_grid_ratio: float = 0.9  # geometric ratio of the FFN level grid
-    ffn_round_to: int = 1  # FFN levels rounded to multiples of this (1 = no rounding)
-
-
-@dataclass(frozen=True)
-class DatabaseSettings:
-    """Knobs of a database build (all recorded in its fingerprint)."""
-
-    damp: float = 0.01
-    ffn_group_size: int = 1
-    ffn_grid_ratio: float = 0.9
-    ffn_round_to: int = 1
-    method: str = "obs"  # a name in ziplm.pruning.methods.REGISTRY: obs = ZipLM, the others are baselines
-    seed: int = 0  # the run's seed: draws the random baseline's structures (no effect on unseeded methods)
-
-    @classmethod
-    def from_pruner(cls, pruner: PrunerSettings, seed: int = 0) -> DatabaseSettings:
-        """The settings a run's ``pruner`` config group gives (the latency table reads its grids here too)."""
-        return cls(
-            damp=float(pruner.damp),
-            ffn_group_size=int(pruner.ffn_group_size),
-            ffn_grid_ratio=float(pruner.ffn_grid_ratio),
-            ffn_round_to=int(pruner.ffn_round_to),
-            method=str(pruner.method),
-            seed=int(seed),
-        )
-
-    def level_grids(self, num_heads: int, d_ff: int) -> tuple[list[int], list[int]]:
-        """(head, FFN) level grids: what the database stores and the latency table times."""
-        return level_grids(num_heads, d_ff, self.ffn_grid_ratio, self.ffn_round_to, self.ffn_group_size)
 
 
 def _digest_tensors(tensors: Sequence[torch.Tensor]) -> str:

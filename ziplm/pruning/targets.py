@@ -8,30 +8,16 @@ database. The DP picks sizes under the time budget; SPDY reweights units by task
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ziplm.core.latency import LatencyModel, LatencyTable, level_time
 from ziplm.core.search import SearchResult, dp_search, spdy_search
+from ziplm.pruning.settings import SearchSettings  # re-exported (in __all__): its home is torch-free
 
 Choice = list[tuple[int, int]]  # per layer: (kept heads, kept neurons)
 T = TypeVar("T")
 __all__ = ["Choice", "SearchSettings", "SearchSpace", "level_time", "meet_measured_target", "search_target"]
-
-
-@dataclass
-class SearchSettings:
-    """The ``search`` config group (``conf/search/*.yaml``): which speedups to reach and how hard to look."""
-
-    targets: list[float] = field(default_factory=lambda: [1.5, 2.0, 3.0])  # speedups over the dense model
-    spdy_random_starts: int = 10
-    spdy_local_steps: int = 10
-    spdy_loss_samples: int = 64  # labelled training samples scoring each SPDY candidate (task loss)
-    speedup_rounds: int = 15  # interleaved dense/pruned timings per member for the measured speedup
-    # Closed loop on the measured speedup: a member measured more than `speedup_tolerance` off its target
-    # is searched again at a corrected target, up to `speedup_corrections` times (0 = trust the table).
-    speedup_tolerance: float = 0.03
-    speedup_corrections: int = 2
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,161 @@
+"""Making family members: search a target, stitch, (distill), evaluate, measure, save.
+
+Every member is saved (model + structure + metrics.json) before the next begins; a member folder with
+a metrics.json is complete, so a restarted run skips it. In a multi-process run, searches and timings
+happen on rank 0 and are handed to the others; Lightning phases (distillation, evaluation) use all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ziplm.config.settings import RunSettings
+from ziplm.core.database import LevelDatabase
+from ziplm.core.latency import LatencyModel
+from ziplm.core.structure import Structure
+from ziplm.data.task_data import TaskData
+from ziplm.eval.evaluate import task_loss
+from ziplm.latency.measure import interleaved_speedups
+from ziplm.lit.distill import distill_stage
+from ziplm.lit.distributed import barrier, is_main, on_main
+from ziplm.lit.phases import evaluate
+from ziplm.models import adapter_for, count_parameters, load_pruned, save_pruned
+from ziplm.pipelines.placement import eval_precision
+from ziplm.pruning.layerdrop import choose_layer_count, distillation_pairs, drop_to_identity, spread_layers
+from ziplm.pruning.search import pick_measured
+from ziplm.pruning.targets import Choice
+from ziplm.report.records import MemberRecord
+
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class Family:
+    """How this run makes, keeps and finds its members (settings, data, folder, device)."""
+
+    settings: RunSettings
+    data: TaskData
+    out: Path
+    device: torch.device
+
+    @property
+    def eval_precision(self) -> str:
+        """One declared precision for the dense row and every member (``trainer.eval_precision``)."""
+        return eval_precision(self.settings.trainer)
+
+    def folder(self, target: float) -> Path:
+        return self.out / "family" / f"{target:g}x"
+
+    def completed(self, target: float) -> MemberRecord | None:
+        """The saved record of a finished member, or None if it still has to be made."""
+        path = self.folder(target) / METRICS_FILE
+        return MemberRecord.load(path) if path.is_file() else None
+
+    def reload(self, target: float) -> nn.Module:
+        """A finished stage, back on the run's device in float32 (it trains further in a gradual run)."""
+        return load_pruned(self.folder(target), device=str(self.device), dtype="float32")
+
+    def speedup(self, dense: nn.Module, model: nn.Module) -> float:
+        """`model`'s measured speedup over `dense` (timed interleaved, on rank 0; every rank gets it)."""
+        rounds = int(self.settings.search.speedup_rounds)
+        return on_main(lambda: interleaved_speedups(dense, [model], self.settings.hardware, rounds)[0])
+
+    def pick(
+        self,
+        model: nn.Module,
+        dense: nn.Module,
+        database: LevelDatabase,
+        latency: LatencyModel,
+        target: float,
+        loss_batches: Sequence[Mapping[str, torch.Tensor]],
+    ) -> tuple[Choice, dict[str, Any]]:
+        """Sizes for `target` from `database` (SPDY on the task loss of `loss_batches`), closed on speedups
+        measured against `dense`; searched on rank 0 and handed to every rank."""
+        rounds = int(self.settings.search.speedup_rounds)
+
+        def score(candidate: nn.Module) -> float:
+            return task_loss(candidate, loss_batches, self.eval_precision)
+
+        def measure(candidate: nn.Module) -> float:
+            return interleaved_speedups(dense, [candidate], self.settings.hardware, rounds)[0]
+
+        def search() -> tuple[Choice, dict[str, Any]]:
+            scorer = score if loss_batches else None
+            return pick_measured(
+                model, database, latency, target, self.settings.search, self.settings.seed, measure, scorer
+            )
+
+        return on_main(search)
+
+    def distill(self, student: nn.Module, teacher: nn.Module, logger: Any, stage: str,
+                layer_pairs: Sequence[tuple[int, int]] | None = None) -> None:  # fmt: skip
+        """Distill `student` from `teacher` for the run's epochs per stage (nothing for 0 epochs)."""
+        distill_stage(
+            student,
+            teacher,
+            self.data.train_features,
+            self.settings.distill,
+            self.settings.trainer,
+            self.out / "stages" / stage,
+            self.device,
+            logger=logger,
+            regression=self.data.task.kind == "regression",
+            layer_pairs=layer_pairs,
+        )
+
+    def finish(self, pruned: nn.Module, dense: nn.Module, target: float, predicted: float,
+               extra: Mapping[str, Any]) -> MemberRecord:  # fmt: skip
+        """Evaluate, measure against the dense model, and save a member with its record.
+
+        `extra`: the record fields of how the member was made (method, search, search_target, attempts,
+        layers_kept: `MemberRecord`'s names).
+        """
+        started = time.perf_counter()
+        data, trainer = self.data, self.settings.trainer
+        batch = int(trainer["eval_batch_size"])
+        metrics = evaluate(
+            pruned, data.task, data.eval_examples, data.eval_features, trainer, batch, self.eval_precision
+        )
+        measured = self.speedup(dense, pruned)
+        structure = Structure.from_dict(pruned.config.ziplm_structure)  # type: ignore[union-attr]
+        dtype = self.settings.member_dtype
+        if is_main():
+            save_pruned(pruned, structure, self.folder(target), tokenizer=data.tokenizer, dtype=dtype)
+        record = MemberRecord(
+            member=f"{target:g}x",
+            target_speedup=target,
+            predicted_speedup=predicted,
+            measured_speedup=measured,
+            deviation=measured / target - 1,
+            parameters=count_parameters(pruned),
+            heads_kept=[len(la.heads) for la in structure.layers],
+            neurons_kept=[len(la.neurons) for la in structure.layers],
+            metrics=dict(metrics),
+            eval_precision=self.eval_precision,
+            saved_dtype=dtype,
+            **extra,
+        )
+        record.evaluate_measure_seconds = time.perf_counter() - started
+        if is_main():
+            record.save(self.folder(target) / METRICS_FILE)
+        barrier()  # the member is complete on disk before any rank goes on
+        return record
+
+    def layerdrop_member(self, teacher: nn.Module, latency: LatencyModel, target: float, logger: Any) -> MemberRecord:
+        """Layer-dropping baseline member: keep the evenly spread layers whose count the latency table puts
+        closest to `target`, distill them (each kept layer matched to its own teacher layer), evaluate, save."""
+        dims = adapter_for(teacher).dims(teacher)
+        count, predicted = choose_layer_count(latency, dims, target)
+        keep = spread_layers(dims.num_layers, count)
+        student = drop_to_identity(teacher, keep)
+        self.distill(student, teacher, logger, f"{target:g}x", layer_pairs=distillation_pairs(keep, shorter=False))
+        return self.finish(
+            student, teacher, target, predicted, {"method": self.settings.pruner.method, "layers_kept": keep}
+        )
