@@ -30,17 +30,17 @@ from typing import Any
 
 import torch
 
-from ziplm.config.schema import ScheduleConfig
 from ziplm.core.latency import LatencyModel
 from ziplm.core.levels import ffn_levels, head_levels
 from ziplm.core.structure import Structure
 from ziplm.latency.cache import load_or_measure
 from ziplm.latency.measure import FITS, Environment, interleaved_speedups, refit_table
 from ziplm.models import ModelSpec, adapter_for, build_model
+from ziplm.pruning.settings import SearchSettings
 from ziplm.pruning.targets import Choice, SearchSpace, meet_measured_target, search_target
 
 # The pipeline's own defaults (search.speedup_tolerance / speedup_corrections), read, not copied.
-LOOP_TOLERANCE, LOOP_CORRECTIONS = ScheduleConfig.speedup_tolerance, ScheduleConfig.speedup_corrections
+LOOP_TOLERANCE, LOOP_CORRECTIONS = SearchSettings.speedup_tolerance, SearchSettings.speedup_corrections
 MODELS = {
     "minilm": ModelSpec(name="minilm", family="bert", source="packaged:minilm"),
     "bert-base": ModelSpec(
