@@ -170,6 +170,7 @@ PATHS: tuple[UserPath, ...] = (
     run("ziplm run model=gpt2 task=wikitext2 'task.data_files={train: train.txt, test: test.txt}'", *LM, slow=True),
     run("ziplm run experiment=smoke hardware=cpu-bf16 trainer.precision=bf16-mixed schedule=gradual", *FAST),
     hub("ziplm run model=bert-base task=squad hardware=v100 trainer=gpu schedule=gradual", *GPU),
+    run("ziplm run experiment=smoke trainer=ddp-cpu", *FAST),
     # Reproduce the paper (both READMEs)
     hub("ziplm run experiment=bert-base-squad-gradual", *GPU),
     hub("ziplm run -m experiment=bert-base-glue-gradual task=sst2,qnli,mnli,qqp", *GPU),

@@ -1,4 +1,4 @@
-"""The task schema Hydra registers is derived from TaskSpec; accepts every shipped task file and rejects inconsistent tasks early."""
+"""The registered task schema is derived from TaskSpec; every shipped task file flattens into a valid spec."""
 
 from __future__ import annotations
 

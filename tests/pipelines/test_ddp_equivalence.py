@@ -96,3 +96,13 @@ def test_a_spawning_strategy_is_refused_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "ddp_spawn" in done.stderr and "use trainer.strategy=ddp" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_multi_process_trainer_in_a_local_sweep_is_refused(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "ziplm", "run", "-m", "experiment=smoke", "trainer=ddp-cpu", "seed=0",
+           f"output_root={tmp_path}"]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "inside a local -m sweep is not supported" in done.stderr
+    assert not list(tmp_path.rglob("rank1.log"))  # no second process was started
