@@ -106,3 +106,18 @@ def test_a_multi_process_trainer_in_a_local_sweep_is_refused(tmp_path: Path) -> 
     assert done.returncode == 1
     assert "inside a local -m sweep is not supported" in done.stderr
     assert not list(tmp_path.rglob("rank1.log"))  # no second process was started
+
+
+def test_eval_of_a_member_on_two_processes_matches_one(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    member = runs[0] / "family" / "2x"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    results = []
+    for trainer in ("cpu", "ddp-cpu"):
+        out = tmp_path / trainer
+        cmd = [sys.executable, "-m", "ziplm", "eval", f"checkpoint={member}", "experiment=smoke",
+               f"trainer={trainer}", f"output_root={out}"]  # fmt: skip
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (written,) = out.rglob("eval.json")
+        results.append(json.loads(written.read_text())["results"])
+    assert results[0] == results[1] and results[0]["validation"]
