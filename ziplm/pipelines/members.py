@@ -124,7 +124,7 @@ class Family:
             pruned, data.task, data.eval_examples, data.eval_features, trainer, batch, self.eval_precision
         )
         measured = self.speedup(dense, pruned)
-        structure = Structure.from_dict(pruned.config.ziplm_structure)  # type: ignore[union-attr]
+        structure = Structure.from_dict(pruned.config.ziplm_structure)  # type: ignore[union-attr,arg-type]
         dtype = self.settings.member_dtype
         if is_main():
             save_pruned(pruned, structure, self.folder(target), tokenizer=data.tokenizer, dtype=dtype)

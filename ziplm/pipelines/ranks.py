@@ -87,6 +87,7 @@ def build_database_on_ranks(
             broadcast(None)  # the build is over (or failed): release the others
         barrier()
         return database
+    names: list[str] | None
     while (names := broadcast(None)) is not None:
         every = {f"{k[0]}.{k[1]}": module for k, module in projections(model, range(_num_layers(model))).items()}
         calibrate(model, batches, {name: every[name] for name in names})
