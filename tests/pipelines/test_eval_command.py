@@ -39,8 +39,8 @@ def test_eval_of_a_saved_member(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert 0.0 <= record["results"]["validation"]["accuracy"] <= 100.0
 
 
-def test_eval_refuses_a_folder_that_is_not_a_member(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="not a ziplm model folder"):
+def test_eval_refuses_a_folder_that_is_no_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"neither a ziplm family member .* nor a Hugging Face model folder"):
         evaluate_module.run_evaluate(compose(["experiment=smoke", f"checkpoint={tmp_path}"], command="eval"))
     with pytest.raises(ValueError, match="needs checkpoint="):
         evaluate_module.run_evaluate(compose(["experiment=smoke"], command="eval"))

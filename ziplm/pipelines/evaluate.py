@@ -3,46 +3,49 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from omegaconf import DictConfig
 from rich.console import Console
 
+from ziplm.commands import INVOCATION
 from ziplm.data.builtin import train_texts
 from ziplm.data.features import build_features
 from ziplm.data.sources import load_splits
 from ziplm.data.spec import TaskSpec
 from ziplm.lit.distributed import finish_ranks, is_main
 from ziplm.lit.phases import evaluate
-from ziplm.models import build_tokenizer, count_parameters, load_pruned
-from ziplm.models.io import MANIFEST
+from ziplm.models import build_tokenizer, count_parameters
+from ziplm.models.build import from_source
+from ziplm.models.checkpoint import load_checkpoint
 from ziplm.pipelines.common import model_spec, to_dict
 from ziplm.pipelines.outputs import run_dir
 from ziplm.pipelines.placement import eval_precision, run_device
 from ziplm.pipelines.ranks import start_ranks
+from ziplm.report.provenance import write_provenance
 
 
 def run_evaluate(cfg: DictConfig) -> None:
-    """Load `checkpoint` offline and report the task metric on every evaluation split."""
+    """Score `checkpoint` (a family member, a plain HF folder or a Hub id) on every evaluation split."""
     if not cfg.get("checkpoint"):
-        raise ValueError("ziplm eval needs checkpoint=<folder of a saved member, e.g. outputs/run/.../family/2x>")
-    folder = Path(str(cfg.checkpoint))
-    if not (folder / MANIFEST).is_file():
-        raise ValueError(f"{folder} is not a ziplm model folder (no {MANIFEST}); pass a family member folder")
+        raise ValueError(
+            "ziplm eval needs checkpoint=<a family member folder (outputs/run/.../family/2x), a fine-tuned HF "
+            "folder or a Hub id>"
+        )
+    source = str(cfg.checkpoint)
     trainer = to_dict(cfg.trainer)
+    task = TaskSpec.from_mapping(to_dict(cfg.task))
     out = run_dir(cfg)
     start_ranks(trainer, out)  # `trainer=ddp-cpu` etc.: every process scores its share of each split
     device, precision = run_device(trainer), eval_precision(trainer)
-    model = load_pruned(folder, device=str(device), dtype="float32")  # scored as `ziplm run` scored it
-    task = TaskSpec.from_mapping(to_dict(cfg.task))
-    has_tokenizer = (folder / "tokenizer_config.json").is_file()
-    tokenizer = (
-        None if has_tokenizer else build_tokenizer(model_spec(cfg), cache_dir=str(cfg.cache_dir), corpus=train_texts)
-    )
-    if tokenizer is None:
+    # Scored in float32 as `ziplm run` scores members; a plain checkpoint's head is checked against the task.
+    checkpoint = load_checkpoint(source, task.kind, task.num_labels, device)
+    model = checkpoint.model
+    if checkpoint.has_tokenizer:
         import transformers
 
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        tokenizer = from_source(transformers.AutoTokenizer.from_pretrained, source, "tokenizer", "checkpoint")
+    else:
+        tokenizer = build_tokenizer(model_spec(cfg), cache_dir=str(cfg.cache_dir), corpus=train_texts)
     splits = load_splits(task, seed=int(cfg.seed))
     results: dict[str, dict[str, float]] = {}
     for split in task.eval_splits:
@@ -50,7 +53,8 @@ def run_evaluate(cfg: DictConfig) -> None:
         features = build_features(examples, tokenizer, task, train=False)
         results[split] = evaluate(model, task, examples, features, trainer, int(cfg.trainer.eval_batch_size), precision)
     record = {
-        "checkpoint": str(folder),
+        "checkpoint": source,
+        "kind": "ziplm member" if checkpoint.is_member else "plain checkpoint",
         "task": task.name,
         "parameters": count_parameters(model),
         "eval_precision": precision,
@@ -58,6 +62,7 @@ def run_evaluate(cfg: DictConfig) -> None:
         "results": results,
     }
     if is_main():
+        record["provenance"] = write_provenance(out, INVOCATION or ["eval", "(from Python)"])
         (out / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
         Console().print_json(json.dumps(record))
     finish_ranks()

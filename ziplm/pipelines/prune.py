@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 
 from lightning.fabric.utilities.seed import seed_everything
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markdown import Markdown
 from torch import nn
 
+from ziplm.commands import INVOCATION
 from ziplm.config.settings import RunSettings
 from ziplm.config.validate import validate_config
 from ziplm.core.latency import LatencyModel, format_speedup
@@ -42,6 +43,7 @@ from ziplm.pipelines.ranks import start_ranks
 from ziplm.pipelines.report import tracker_labels
 from ziplm.pipelines.teacher import check_teacher_head, head_kwargs, load_or_train_teacher
 from ziplm.pruning.methods import method as registered_method
+from ziplm.report.provenance import provenance_line, write_provenance
 from ziplm.report.records import MemberRecord
 from ziplm.report.results import correction_notes, results_rows, write_report
 from ziplm.report.tracking import Tracker
@@ -65,8 +67,10 @@ def run_prune(cfg: DictConfig) -> None:
         tokenizer = build_tokenizer(settings.model, cache_dir=settings.cache_dir, corpus=train_texts)
         data = TaskData.load(settings.task, tokenizer, settings.seed)
     console.print(f"run folder: {out}")
+    made_by = write_provenance(out, INVOCATION or ["run", "(from Python)"]) if is_main() else None
     latency = _latency_model(settings, out, phases)
     tracker = Tracker(settings.logger if is_main() else _NO_LOGGER, out, tracker_labels(cfg))
+    tracker.log_run(OmegaConf.to_container(cfg, resolve=True), made_by)  # type: ignore[arg-type]
     family = Family(settings, data, out, device)
     with phases("dense teacher"):
         teacher, cached = load_or_train_teacher(settings, data, out, device, tracker.lightning_logger)
@@ -93,7 +97,7 @@ def run_prune(cfg: DictConfig) -> None:
             logger = tracker.lightning_logger
             members = schedules.gradual(family, teacher, latency, calibration, loss, phases, on_member, logger)
     if is_main():
-        _report(family, dense, members, phases, started, tracker, str(cfg.hardware.name))
+        _report(family, dense, members, phases, started, tracker, str(cfg.hardware.name), made_by)
     finish_ranks()
 
 
@@ -154,7 +158,7 @@ def _dense_record(family: Family, teacher: nn.Module) -> MemberRecord:
 
 
 def _report(family: Family, dense: MemberRecord, members: list[MemberRecord], phases: Phases, started: float,
-            tracker: Tracker, hardware_name: str) -> None:  # fmt: skip
+            tracker: Tracker, hardware_name: str, made_by: dict | None) -> None:  # fmt: skip
     settings, env, out = family.settings, family.settings.hardware, family.out
     metric = METRICS[settings.task.metric].headline
     label = registered_method(settings.pruner.method).label  # "ZipLM", "<method> baseline"
@@ -171,6 +175,7 @@ def _report(family: Family, dense: MemberRecord, members: list[MemberRecord], ph
         *correction_notes(members),
         *phase_notes,
         f"total: {time.perf_counter() - started:.1f} s",
+        provenance_line(made_by),
     ]
     table, plot = write_report(out, dense, members, metric, title, notes)
     (out / "phases.json").write_text(json.dumps(phases.seconds, indent=2) + "\n")

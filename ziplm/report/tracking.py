@@ -148,6 +148,14 @@ class Tracker:
             settings["tags"] = run.tags(list(logger_cfg.get("tags") or []))
         self.lightning_logger = make_logger(settings, out, run.name if isinstance(run, RunLabels) else run)
 
+    def log_run(self, config: Mapping[str, Any], made_by: Mapping[str, Any] | None) -> None:
+        """The resolved config and the provenance (commit, versions, command, machine) as the run's
+        hyperparameters: W&B's run config (filter and diff runs by any setting), the CSV logger's hparams."""
+        logger = self.lightning_logger
+        if not logger or isinstance(logger, bool):
+            return
+        logger.log_hyperparams({**config, "provenance": dict(made_by or {})})
+
     def log_member(self, record: Mapping[str, Any], step: int) -> None:
         """Numeric fields of a member record (dense is step 0)."""
         logger = self.lightning_logger

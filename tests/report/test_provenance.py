@@ -1,0 +1,46 @@
+"""Every run records how it was made (commit, versions, command, machine), in its folder, its report and
+its W&B run config (read back from what an offline W&B run wrote)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.report import wandb_records
+from ziplm.report.provenance import PROVENANCE_FILE, provenance, provenance_line
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_provenance_names_the_checked_out_commit_and_the_command() -> None:
+    record = provenance(["run", "experiment=smoke"])
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert record["commit"] == head.stdout.strip()
+    assert isinstance(record["dirty"], bool)
+    assert record["command"] == "ziplm run experiment=smoke"
+    assert record["versions"]["torch"] and record["versions"]["ziplm"]
+    assert record["machine"]["cpus"] == os.cpu_count()
+    line = provenance_line(record)
+    assert record["commit"][:12] in line and "ziplm run experiment=smoke" in line
+    assert provenance_line(None).startswith("made by: unknown")
+
+
+def test_a_run_records_its_provenance_in_folder_report_and_wandb(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    args = ["run", "experiment=smoke", "logger=wandb", "search.targets=[1.5]", "search.speedup_rounds=2",
+            f"output_root={tmp_path}"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "ziplm", *args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (tmp_path / "run" / "smoke").iterdir()
+    record = json.loads((run / PROVENANCE_FILE).read_text())
+    assert record["command"] == shlex.join(["ziplm", *args])  # quoted as a shell would need it
+    assert provenance_line(record) in (run / "results.md").read_text()
+    log = wandb_records.run_log(run)  # what `wandb sync` would upload
+    config = wandb_records.config(log)
+    assert config["provenance"]["commit"] == record["commit"] and config["provenance"]["command"] == record["command"]
+    assert config["pruner"]["method"] == "obs" and config["search"]["targets"] == [1.5]
+    assert {"family/metric/accuracy", "family/measured_speedup"} <= wandb_records.history_keys(log)

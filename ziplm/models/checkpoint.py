@@ -1,0 +1,100 @@
+"""Any checkpoint as a scored model: a ziplm member folder, or a plain Hugging Face checkpoint (Hub id or
+folder) of any ``AutoModelFor<task>`` architecture — DistilBERT, TinyBERT, MobileBERT, DistilGPT2, a CoFi
+export — so that published baselines are evaluated in the same harness as the family.
+
+A plain checkpoint must carry the head the task needs, fine-tuned: its head is checked against the task
+(kind and number of labels) before any data is loaded, and every mismatch is one clear line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ziplm.models.build import from_source
+from ziplm.models.io import MANIFEST, load_pruned
+
+# Task kind -> (the Auto class that loads it, the architecture-name suffix a fitting head has).
+_AUTO = {
+    "classification": ("AutoModelForSequenceClassification", "ForSequenceClassification"),
+    "regression": ("AutoModelForSequenceClassification", "ForSequenceClassification"),
+    "qa": ("AutoModelForQuestionAnswering", "ForQuestionAnswering"),
+    "lm": ("AutoModelForCausalLM", ("LMHeadModel", "ForCausalLM")),
+}
+_HEADS = ("ForSequenceClassification", "ForQuestionAnswering", "LMHeadModel", "ForCausalLM", "ForMaskedLM")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode, float32, on the device) and what it is."""
+
+    model: nn.Module
+    source: str
+    is_member: bool  # a ziplm family member (its structure is recorded) or a plain HF checkpoint
+    has_tokenizer: bool
+
+
+def is_member(source: str) -> bool:
+    return (Path(source).expanduser() / MANIFEST).is_file()
+
+
+def load_checkpoint(source: str, kind: str, num_labels: int | None, device: torch.device | str) -> Checkpoint:
+    """The checkpoint at `source` (member folder, HF folder or Hub id) as a model for a task of `kind`.
+
+    Raises:
+        FileNotFoundError: a folder that does not exist, or a Hub id that cannot be reached offline.
+        ValueError: no fitting task head (wrong kind, wrong number of labels, a bare base model), or an
+            architecture transformers cannot load for this task.
+    """
+    if kind not in _AUTO:
+        raise ValueError(f"task kind {kind!r} cannot be scored; known kinds: {sorted(_AUTO)}")
+    folder = Path(source).expanduser()
+    if is_member(source):
+        model = load_pruned(folder, device=str(device), dtype="float32")
+        return Checkpoint(model.eval(), source, True, (folder / "tokenizer_config.json").is_file())
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise ValueError(
+            f"checkpoint={source} is neither a ziplm family member (no {MANIFEST}) nor a Hugging Face model "
+            "folder (no config.json); pass a member folder (family/<S>x), a fine-tuned HF folder or a Hub id"
+        )
+    import transformers
+
+    setting = "checkpoint"
+    config = from_source(transformers.AutoConfig.from_pretrained, source, "model config", setting)
+    _check_head(source, config, kind, num_labels)
+    auto_name, _ = _AUTO[kind]
+    auto = getattr(transformers, auto_name)
+    if type(config) not in auto._model_mapping:  # asked before any weights are read
+        raise ValueError(
+            f"checkpoint={source}: architecture {config.model_type!r} has no {auto_name} in transformers "
+            f"{transformers.__version__}; it cannot be scored on a {kind} task"
+        )
+    model = from_source(auto.from_pretrained, source, f"{kind} model", setting, dtype=torch.float32)
+    tokenizer = folder.is_dir() and any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt"))
+    return Checkpoint(model.to(device).eval(), source, False, tokenizer or not folder.is_dir())
+
+
+def _check_head(source: str, config: Any, kind: str, num_labels: int | None) -> None:
+    architectures = list(getattr(config, "architectures", None) or [])
+    _, suffixes = _AUTO[kind]
+    wanted = (suffixes,) if isinstance(suffixes, str) else suffixes
+    heads = [a for a in architectures if a.endswith(_HEADS)]
+    if not heads:
+        raise ValueError(
+            f"checkpoint={source} is a {architectures or config.model_type} model without a task head: "
+            f"a {kind} task needs a fine-tuned *{wanted[0]} checkpoint"
+        )
+    if not any(a.endswith(wanted) for a in heads):
+        raise ValueError(f"checkpoint={source} has a {heads} head, but a {kind} task needs *{wanted[0]}")
+    labels = int(getattr(config, "num_labels", 0) or 0)
+    if kind == "classification" and num_labels and labels != num_labels:
+        raise ValueError(
+            f"checkpoint={source} classifies into {labels} labels but the task has {num_labels}: "
+            "its head does not fit this task"
+        )
+    if kind == "regression" and labels != 1:
+        raise ValueError(f"checkpoint={source} has {labels} outputs; a regression task needs a 1-output head")
