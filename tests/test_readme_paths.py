@@ -171,6 +171,7 @@ PATHS: tuple[UserPath, ...] = (
     run("ziplm run experiment=smoke hardware=cpu-bf16 trainer.precision=bf16-mixed schedule=gradual", *FAST),
     hub("ziplm run model=bert-base task=squad hardware=v100 trainer=gpu schedule=gradual", *GPU),
     run("ziplm run experiment=smoke trainer=ddp-cpu", *FAST),
+    hub("ziplm eval checkpoint=distilbert-base-uncased-finetuned-sst-2-english task=sst2"),
     # Reproduce the paper (both READMEs)
     hub("ziplm run experiment=bert-base-squad-gradual", *GPU),
     hub("ziplm run -m experiment=bert-base-glue-gradual task=sst2,qnli,mnli,qqp", *GPU),
