@@ -57,7 +57,11 @@ COMMANDS: dict[str, Command] = {
         Command("run", _PRUNE, "the main job: prune a model into a speedup family (default command)"),
         Command("prune", _PRUNE, "build the ZipLM family for the configured targets (same as run)"),
         Command("latency", "ziplm.pipelines.latency:run_latency", "measure the latency table of an environment"),
-        Command("eval", "ziplm.pipelines.evaluate:run_evaluate", "evaluate a member or any fine-tuned HF checkpoint: checkpoint=<folder|hub id>"),
+        Command(
+            "eval",
+            "ziplm.pipelines.evaluate:run_evaluate",
+            "evaluate a member or any fine-tuned HF checkpoint: checkpoint=<folder|hub id>",
+        ),
         Command("report", "ziplm.pipelines.report:run_report", "one table + Pareto plots from runs: report <dir>"),
         Command("export", "ziplm.pipelines.export:run_export", "export a member (ONNX, HF folder): checkpoint=<dir>"),
         Command("compress", "ziplm.pipelines.compress:run_compress", "unstructured pruning + INT8 of a member"),

@@ -13,7 +13,10 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from ziplm.config.paths import compose
 from ziplm.config.validate import validate_config
 from ziplm.pipelines.common import to_dict
+from ziplm.report.records import MemberRecord
 from ziplm.report.tracking import RunLabels, Tracker, is_wandb, make_logger
+
+_DENSE = MemberRecord("dense", 1000, {"accuracy": 90.0}, "32-true")
 
 LABELS = RunLabels("smoke", "tiny-bert", "tiny-cls", "cpu", "oneshot", "obs", (1.5, 2.0))
 
@@ -32,14 +35,14 @@ def test_csv_writes_its_files_under_the_run(tmp_path: Path) -> None:
     logger.save()
     metrics = tmp_path / "csv" / "version_0" / "metrics.csv"
     assert metrics.is_file() and "family/speedup" in metrics.read_text()
-    tracker.log_report(["a"], [["1"]], tmp_path / "p.png", tmp_path / "t.json")  # W&B only: nothing
+    tracker.log_report(_DENSE, [], "accuracy", tmp_path / "p.png", tmp_path / "t.json")  # W&B only: nothing
 
 
 def test_none_is_no_logger(tmp_path: Path) -> None:
     tracker = Tracker(_logger(["logger=none"]), tmp_path, LABELS)
     assert tracker.lightning_logger is False
     tracker.log_member({"speedup": 2.0}, step=1)
-    tracker.log_report([], [], tmp_path / "p.png", tmp_path / "t.json")
+    tracker.log_report(_DENSE, [], "accuracy", tmp_path / "p.png", tmp_path / "t.json")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -131,7 +134,7 @@ def test_target_can_name_another_logger_class(tmp_path: Path) -> None:
     assert (logger.save_dir_, logger.name, logger.flavour) == (str(tmp_path), LABELS.name, "spicy")
     tracker.log_member({"speedup": 2.0}, step=3)
     assert logger.metrics == [(3, {"family/speedup": 2.0})]
-    tracker.log_report([], [], tmp_path / "p.png", tmp_path / "t.json")  # not W&B: nothing
+    tracker.log_report(_DENSE, [], "accuracy", tmp_path / "p.png", tmp_path / "t.json")  # not W&B: nothing
 
 
 @pytest.mark.usefixtures("user_loggers")

@@ -43,4 +43,9 @@ def test_a_run_records_its_provenance_in_folder_report_and_wandb(tmp_path: Path)
     config = wandb_records.config(log)
     assert config["provenance"]["commit"] == record["commit"] and config["provenance"]["command"] == record["command"]
     assert config["pruner"]["method"] == "obs" and config["search"]["targets"] == [1.5]
-    assert {"family/metric/accuracy", "family/measured_speedup"} <= wandb_records.history_keys(log)
+    keys = wandb_records.history_keys(log)
+    assert {"family/metric/accuracy", "family/measured_speedup", "family/member_index"} <= keys
+    assert {"results/_type", "pareto_table/_type"} <= keys, sorted(keys)  # a numeric table and a native chart
+    columns, rows = wandb_records.table(run, "results")
+    assert columns[:4] == ["member", "target_speedup", "predicted_speedup", "measured_speedup"]
+    assert [row[0] for row in rows] == ["dense", "1.5x"] and all(isinstance(v, float) for v in rows[1][1:4])

@@ -65,3 +65,10 @@ def history_keys(path: Path) -> set[str]:
         if record.WhichOneof("record_type") == "history":
             keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
     return keys
+
+
+def table(run_folder: Path, key: str) -> tuple[list[str], list[list[Any]]]:
+    """(columns, rows) of a ``wandb.Table`` logged under `key` (the table file the offline run kept)."""
+    (path,) = run_folder.rglob(f"offline-run-*/files/media/table/{key}_*.table.json")
+    data = json.loads(path.read_text())
+    return list(data["columns"]), [list(row) for row in data["data"]]

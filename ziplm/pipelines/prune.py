@@ -45,7 +45,7 @@ from ziplm.pipelines.teacher import check_teacher_head, head_kwargs, load_or_tra
 from ziplm.pruning.methods import method as registered_method
 from ziplm.report.provenance import provenance_line, write_provenance
 from ziplm.report.records import MemberRecord
-from ziplm.report.results import correction_notes, results_rows, write_report
+from ziplm.report.results import correction_notes, write_report
 from ziplm.report.tracking import Tracker
 
 console = Console()
@@ -179,6 +179,6 @@ def _report(family: Family, dense: MemberRecord, members: list[MemberRecord], ph
     ]
     table, plot = write_report(out, dense, members, metric, title, notes)
     (out / "phases.json").write_text(json.dumps(phases.seconds, indent=2) + "\n")
-    tracker.log_report(*results_rows(dense, members, metric), plot, out / "latency_table.json")
+    tracker.log_report(dense, members, metric, plot, out / "latency_table.json")
     console.print(Markdown(table))
     console.print(f"[green]done[/green] in {time.perf_counter() - started:.0f} s — report: {out / 'results.md'}")

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ziplm.report.records import MemberRecord
+
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import Logger
 
@@ -147,6 +149,7 @@ class Tracker:
             settings["group"] = run.group(logger_cfg.get("group"))
             settings["tags"] = run.tags(list(logger_cfg.get("tags") or []))
         self.lightning_logger = make_logger(settings, out, run.name if isinstance(run, RunLabels) else run)
+        self._axes_defined = False
 
     def log_run(self, config: Mapping[str, Any], made_by: Mapping[str, Any] | None) -> None:
         """The resolved config and the provenance (commit, versions, command, machine) as the run's
@@ -157,33 +160,64 @@ class Tracker:
         logger.log_hyperparams({**config, "provenance": dict(made_by or {})})
 
     def log_member(self, record: Mapping[str, Any], step: int) -> None:
-        """Numeric fields of a member record (dense is step 0)."""
+        """Numeric fields of a member record (dense is member 0). On W&B the family's charts use their own
+        axis, ``family/member_index``, not the training steps the stages' fits log on."""
         logger = self.lightning_logger
         if not logger or isinstance(logger, bool):
             return
         numbers = {f"family/{k}": float(v) for k, v in record.items() if isinstance(v, int | float)}
+        wandb_run = _wandb_run(logger)
+        if wandb_run is not None:
+            if not self._axes_defined:
+                wandb_run.define_metric("family/member_index")
+                wandb_run.define_metric("family/*", step_metric="family/member_index")
+                self._axes_defined = True
+            wandb_run.log({**numbers, "family/member_index": step})
+            return
         logger.log_metrics(numbers, step=step)
 
     def log_report(
-        self, columns: Sequence[str], rows: Sequence[Sequence[object]], plot: Path, latency_table: Path
+        self, dense: MemberRecord, members: Sequence[MemberRecord], metric: str, plot: Path, latency_table: Path
     ) -> None:
-        """W&B only: the results table (its rows, as the report has them), the plot and the latency table."""
-        logger = self.lightning_logger
-        if isinstance(logger, bool):
-            return
-        from lightning.pytorch.loggers import WandbLogger
-
-        if not isinstance(logger, WandbLogger):
+        """W&B only: the family as a table of numbers (sortable, chartable), a native W&B scatter of the metric
+        against the measured speedup, the report's plot, and the latency table as an artifact."""
+        run = _wandb_run(self.lightning_logger)
+        if run is None:
             return
         import wandb
 
-        run = logger.experiment
-        table = wandb.Table(columns=list(columns), data=[list(row) for row in rows])
-        run.log({"results": table, "metric_vs_speedup": wandb.Image(str(plot))})
+        columns, rows = numeric_rows(dense, members, metric)
+        table = wandb.Table(columns=columns, data=rows)
+        pareto = wandb.plot.scatter(table, "measured_speedup", metric, title=f"{metric} vs measured speedup")
+        run.log({"results": table, "pareto": pareto, "metric_vs_speedup": wandb.Image(str(plot))})
         artifact = wandb.Artifact("latency-table", type="latency-table")
         artifact.add_file(str(latency_table))
         run.log_artifact(artifact)
         run.finish()
+
+
+def _wandb_run(logger: Any) -> Any:
+    """The W&B run behind a Lightning logger, or None for any other logger (or none)."""
+    if not logger or isinstance(logger, bool):
+        return None
+    from lightning.pytorch.loggers import WandbLogger
+
+    return logger.experiment if isinstance(logger, WandbLogger) else None
+
+
+def numeric_rows(
+    dense: MemberRecord, members: Sequence[MemberRecord], metric: str
+) -> tuple[list[str], list[list[Any]]]:
+    """The results as numbers (dense first): what a W&B table sorts, filters and charts."""
+    columns = ["member", "target_speedup", "predicted_speedup", "measured_speedup", "deviation", metric,
+               f"{metric}_vs_dense", "parameters", "percent_parameters"]  # fmt: skip
+    base, params = float(dense.metric(metric)), float(dense.parameters)
+    rows: list[list[Any]] = [["dense", 1.0, 1.0, 1.0, 0.0, base, 0.0, int(dense.parameters), 100.0]]
+    for m in members:
+        value = float(m.metric(metric))
+        rows.append([m.member, m.target_speedup, m.predicted_speedup, m.measured_speedup, m.deviation, value,
+                     value - base, int(m.parameters), 100 * m.parameters / params])  # fmt: skip
+    return columns, rows
 
 
 def log_sweep_report(
