@@ -56,3 +56,18 @@ def test_unknown_dtypes_are_refused(tmp_path: Path) -> None:
     folder = save_pruned(model, structure, tmp_path / "m")
     with pytest.raises(ValueError, match="unknown dtype 'int4'"):
         load_pruned(folder, dtype="int4")
+
+
+def test_encoder_parameters_are_the_layers_alone() -> None:
+    """The paper's size: Transformer layers only; embeddings and the task head are left out."""
+    from ziplm.models.io import count_encoder_parameters
+
+    model = build_model(TINY_BERT, "classification", num_labels=2)
+    hidden, ffn, layers = TINY_BERT.hidden_size or 0, TINY_BERT.intermediate_size or 0, TINY_BERT.num_layers or 0
+    per_layer = 4 * (hidden * hidden + hidden) + (hidden * ffn + ffn) + (ffn * hidden + hidden) + 2 * 2 * hidden
+    assert count_encoder_parameters(model) == layers * per_layer
+    embeddings = sum(p.numel() for p in model.bert.embeddings.parameters())
+    head = sum(
+        p.numel() for n, p in model.named_parameters() if not n.startswith("bert.encoder") and "embeddings" not in n
+    )
+    assert count_encoder_parameters(model) + embeddings + head == sum(p.numel() for p in model.parameters())

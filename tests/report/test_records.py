@@ -85,20 +85,22 @@ def test_fields_are_typed_attributes(tmp_path: Path) -> None:
 
 
 def test_report_table_and_notes_are_unchanged(tmp_path: Path) -> None:
-    """The markdown of the dict-based report before records existed, for the same three records."""
+    """The markdown of the dict-based report before records existed, for the same three records (plus the
+    encoder column, "—" for records written before encoder counts were)."""
     dense, members = (
         MemberRecord.from_json(DENSE),
         [MemberRecord.from_json(SEARCHED), MemberRecord.from_json(LAYERDROP)],
     )
     assert results_table(dense, members, "accuracy") == (
-        "| model | target | predicted | measured | deviation | accuracy | Δ vs dense | params (M) | % params |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
-        "| dense | 1.00× | 1.00× | 1.00× | — | 91.25 | — | 4.39 | 100.0 |\n"
-        "| 1.5x | 1.50× | 1.50× | 1.47× | -1.8% | 88.00 | -3.25 | 3.01 | 68.7 |\n"
-        "| 2x | 2.00× | 2.10× | 2.05× | +2.5% | 80.50 | -10.75 | 2.00 | 45.6 |\n"
+        "| model | target | predicted | measured | deviation | accuracy | Δ vs dense | params (M) | % params "
+        "| encoder (M) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+        "| dense | 1.00× | 1.00× | 1.00× | — | 91.25 | — | 4.39 | 100.0 | — |\n"
+        "| 1.5x | 1.50× | 1.50× | 1.47× | -1.8% | 88.00 | -3.25 | 3.01 | 68.7 | — |\n"
+        "| 2x | 2.00× | 2.10× | 2.05× | +2.5% | 80.50 | -10.75 | 2.00 | 45.6 | — |\n"
     )
     header, rows = results_rows(dense, members, "accuracy")
-    assert len(header) == 9 and [r[0] for r in rows] == ["dense", "1.5x", "2x"]
+    assert len(header) == 10 and [r[0] for r in rows] == ["dense", "1.5x", "2x"]
     assert correction_notes(members) == [
         "member 1.5x: searched at 1.50× (table 1.50×) → measured 1.31×; searched at 1.62× (table 1.62×) → measured "
         "1.47×; kept the one searched at 1.62× (closest to 1.50×; its measured column is a fresh measurement)"

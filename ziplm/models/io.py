@@ -56,6 +56,15 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
+def count_encoder_parameters(model: nn.Module) -> int:
+    """Parameters of the Transformer layers alone (no embeddings, no task head): what CoFi and the ZipLM
+    paper count as a model's size."""
+    from ziplm.models.registry import adapter_for
+
+    layers = adapter_for(model).layers(model)
+    return sum(p.numel() for p in {id(p): p for p in layers.parameters()}.values())
+
+
 def _state(removed: bool) -> str:
     return "removed" if removed else "kept"
 

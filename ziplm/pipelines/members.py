@@ -27,6 +27,7 @@ from ziplm.lit.distill import distill_stage
 from ziplm.lit.distributed import barrier, is_main, on_main
 from ziplm.lit.phases import evaluate
 from ziplm.models import adapter_for, count_parameters, load_pruned, save_pruned
+from ziplm.models.io import count_encoder_parameters
 from ziplm.pipelines.placement import eval_precision
 from ziplm.pruning.layerdrop import choose_layer_count, distillation_pairs, drop_to_identity, spread_layers
 from ziplm.pruning.search import pick_measured
@@ -135,6 +136,7 @@ class Family:
             measured_speedup=measured,
             deviation=measured / target - 1,
             parameters=count_parameters(pruned),
+            encoder_parameters=count_encoder_parameters(pruned),
             heads_kept=[len(la.heads) for la in structure.layers],
             neurons_kept=[len(la.neurons) for la in structure.layers],
             metrics=dict(metrics),

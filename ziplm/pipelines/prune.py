@@ -32,6 +32,7 @@ from ziplm.latency.cache import load_or_measure
 from ziplm.lit.distributed import barrier, finish_ranks, is_main
 from ziplm.lit.phases import evaluate
 from ziplm.models import adapter_for, build_model, build_tokenizer, count_parameters
+from ziplm.models.io import count_encoder_parameters
 from ziplm.pipelines import schedules
 from ziplm.pipelines.common import head_for
 from ziplm.pipelines.latency import print_self_check
@@ -152,6 +153,7 @@ def _dense_record(family: Family, teacher: nn.Module) -> MemberRecord:
         teacher, data.task, data.eval_examples, data.eval_features, trainer, batch, family.eval_precision
     )
     record = MemberRecord("dense", count_parameters(teacher), dict(metrics), family.eval_precision)
+    record.encoder_parameters = count_encoder_parameters(teacher)
     if is_main():
         record.save(path)
     return record

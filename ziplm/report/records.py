@@ -19,7 +19,7 @@ METRIC_PREFIX = "metric/"
 # JSON keys in the order they are written; a None field is left out, except `search` (null when the
 # search had no task-loss batches), which is written whenever the member came from a search.
 _BEFORE_METRICS = ("member", "target_speedup", "predicted_speedup", "measured_speedup", "deviation", "parameters",
-                   "heads_kept", "neurons_kept")  # fmt: skip
+                   "encoder_parameters", "heads_kept", "neurons_kept")  # fmt: skip
 _AFTER_METRICS = ("eval_precision", "saved_dtype", "method", "search", "search_target", "attempts", "layers_kept",
                   "evaluate_measure_seconds")  # fmt: skip
 
@@ -35,6 +35,8 @@ class MemberRecord:
         search_target: the target the kept candidate was searched at (corrected from measurement).
         attempts: every search-and-measure try (`Attempt.to_dict`), in order.
         layers_kept: layer dropping only: the teacher layers the member keeps.
+        encoder_parameters: the Transformer layers' parameters only (no embeddings, no task head): the count
+            CoFi and the ZipLM paper compare; ``parameters`` is the whole model.
         other: keys of the JSON this class does not know (kept so that a round trip loses nothing).
     """
 
@@ -55,6 +57,7 @@ class MemberRecord:
     attempts: list[dict[str, float]] | None = None
     layers_kept: list[int] | None = None
     evaluate_measure_seconds: float | None = None
+    encoder_parameters: int | None = None
     other: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -21,13 +21,19 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return "—" if value is None else str(value)
 
 
+def _millions(count: int | None) -> str:
+    return "—" if count is None else f"{count / 1e6:.2f}"  # runs from before encoder counts were recorded
+
+
 def results_rows(
     dense: MemberRecord, members: Sequence[MemberRecord], metric: str
 ) -> tuple[list[str], list[list[str]]]:
     """The results table as (header, rows of formatted cells): one row for the dense model, one per member."""
     dense_metric, dense_params = dense.metric(metric), float(dense.parameters)
-    header = ["model", "target", "predicted", "measured", "deviation", metric, "Δ vs dense", "params (M)", "% params"]
-    rows = [["dense", "1.00×", "1.00×", "1.00×", "—", _fmt(dense_metric), "—", f"{dense_params / 1e6:.2f}", "100.0"]]
+    header = ["model", "target", "predicted", "measured", "deviation", metric, "Δ vs dense", "params (M)", "% params",
+              "encoder (M)"]  # fmt: skip
+    rows = [["dense", "1.00×", "1.00×", "1.00×", "—", _fmt(dense_metric), "—", f"{dense_params / 1e6:.2f}", "100.0",
+             _millions(dense.encoder_parameters)]]  # fmt: skip
     for m in members:
         assert m.target_speedup is not None and m.predicted_speedup is not None
         assert m.measured_speedup is not None and m.deviation is not None
@@ -42,6 +48,7 @@ def results_rows(
                 f"{float(m.metric(metric)) - float(dense_metric):+.2f}",
                 f"{m.parameters / 1e6:.2f}",
                 f"{100 * m.parameters / dense_params:.1f}",
+                _millions(m.encoder_parameters),
             ]
         )
     return header, rows
