@@ -49,3 +49,5 @@ def test_a_run_records_its_provenance_in_folder_report_and_wandb(tmp_path: Path)
     columns, rows = wandb_records.table(run, "results")
     assert columns[:4] == ["member", "target_speedup", "predicted_speedup", "measured_speedup"]
     assert [row[0] for row in rows] == ["dense", "1.5x"] and all(isinstance(v, float) for v in rows[1][1:4])
+    encoder = columns.index("encoder_parameters")
+    assert 0 < rows[1][encoder] <= rows[0][encoder] < rows[0][columns.index("parameters")]

@@ -210,13 +210,14 @@ def numeric_rows(
 ) -> tuple[list[str], list[list[Any]]]:
     """The results as numbers (dense first): what a W&B table sorts, filters and charts."""
     columns = ["member", "target_speedup", "predicted_speedup", "measured_speedup", "deviation", metric,
-               f"{metric}_vs_dense", "parameters", "percent_parameters"]  # fmt: skip
+               f"{metric}_vs_dense", "parameters", "percent_parameters", "encoder_parameters"]  # fmt: skip
     base, params = float(dense.metric(metric)), float(dense.parameters)
-    rows: list[list[Any]] = [["dense", 1.0, 1.0, 1.0, 0.0, base, 0.0, int(dense.parameters), 100.0]]
+    rows: list[list[Any]] = [["dense", 1.0, 1.0, 1.0, 0.0, base, 0.0, int(dense.parameters), 100.0,
+                              dense.encoder_parameters]]  # fmt: skip
     for m in members:
         value = float(m.metric(metric))
         rows.append([m.member, m.target_speedup, m.predicted_speedup, m.measured_speedup, m.deviation, value,
-                     value - base, int(m.parameters), 100 * m.parameters / params])  # fmt: skip
+                     value - base, int(m.parameters), 100 * m.parameters / params, m.encoder_parameters])  # fmt: skip
     return columns, rows
 
 
