@@ -51,3 +51,17 @@ def test_a_run_records_its_provenance_in_folder_report_and_wandb(tmp_path: Path)
     assert [row[0] for row in rows] == ["dense", "1.5x"] and all(isinstance(v, float) for v in rows[1][1:4])
     encoder = columns.index("encoder_parameters")
     assert 0 < rows[1][encoder] <= rows[0][encoder] < rows[0][columns.index("parameters")]
+
+
+def test_each_training_stage_logs_its_own_curves(tmp_path: Path) -> None:
+    """Every stage's fresh Trainer counts from step 0: the teacher's and each stage's metrics get their own
+    names, so W&B draws them apart instead of on top of each other."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    args = ["run", "experiment=smoke", "logger=wandb", "schedule=gradual", "search.targets=[1.5,2]",
+            "distill.epochs_per_stage=0.5", "search.speedup_rounds=2", f"output_root={tmp_path}"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "ziplm", *args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (tmp_path / "run" / "smoke").iterdir()
+    keys = wandb_records.history_keys(wandb_records.run_log(run))
+    assert {"teacher-train/loss", "stage_1.5x-train/loss", "stage_2x-train/loss"} <= keys, sorted(keys)
+    assert "train/loss" not in keys

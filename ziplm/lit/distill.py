@@ -16,7 +16,7 @@ from torch import nn
 from ziplm.core.distill import DistillSettings
 from ziplm.lit.data import TaskDataModule
 from ziplm.lit.module import ZipLMModule
-from ziplm.lit.trainer import make_trainer
+from ziplm.lit.trainer import make_trainer, metrics_prefix
 
 
 def distill_stage(
@@ -30,6 +30,7 @@ def distill_stage(
     logger: Logger | bool = False,
     regression: bool = False,
     layer_pairs: Sequence[tuple[int, int]] | None = None,
+    stage: str = "stage",
 ) -> None:
     """Distill-finetune `student` in place (nothing happens for 0 epochs); it ends on `device`, in eval mode.
 
@@ -48,5 +49,6 @@ def distill_stage(
         regression=regression,
     )
     data = TaskDataModule(train_features, None, int(trainer["batch_size"]), int(trainer["eval_batch_size"]))
-    make_trainer(dict(trainer), root_dir, logger=logger, max_epochs=epochs).fit(module, datamodule=data)
+    with metrics_prefix(logger, stage):  # this stage's curves apart from the others'
+        make_trainer(dict(trainer), root_dir, logger=logger, max_epochs=epochs).fit(module, datamodule=data)
     student.to(device).eval()  # Lightning's teardown leaves the trained module on the CPU

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,19 @@ def make_trainer(
         enable_progress_bar=show_progress,
         **kwargs,
     )
+
+
+@contextmanager
+def metrics_prefix(logger: Any, prefix: str) -> Iterator[None]:
+    """Log this stage's training metrics under their own names (``<prefix>-train/loss``): every stage's
+    fresh Trainer counts its steps from 0, so without a prefix the stages' curves would overlap on one chart.
+    Loggers without a prefix (or no logger) are left as they are."""
+    if not logger or isinstance(logger, bool) or not hasattr(logger, "_prefix"):
+        yield
+        return
+    before = logger._prefix
+    logger._prefix = prefix
+    try:
+        yield
+    finally:
+        logger._prefix = before

@@ -109,6 +109,7 @@ class Family:
             logger=logger,
             regression=self.data.task.kind == "regression",
             layer_pairs=layer_pairs,
+            stage=f"stage_{stage}",
         )
 
     def finish(self, pruned: nn.Module, dense: nn.Module, target: float, predicted: float,

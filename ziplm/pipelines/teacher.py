@@ -17,7 +17,7 @@ from ziplm.data.task_data import TaskData
 from ziplm.lit.data import TaskDataModule
 from ziplm.lit.distributed import barrier, is_main
 from ziplm.lit.module import ZipLMModule
-from ziplm.lit.trainer import make_trainer
+from ziplm.lit.trainer import make_trainer, metrics_prefix
 from ziplm.models.build import ModelSpec, build_model, resolve_source
 from ziplm.pipelines.common import head_for
 
@@ -86,7 +86,8 @@ def load_or_train_teacher(
         module = ZipLMModule(model, learning_rate=float(settings.teacher.learning_rate))
         trainer = settings.trainer
         loader = TaskDataModule(data.train_features, None, int(trainer["batch_size"]), int(trainer["eval_batch_size"]))
-        make_trainer(trainer, out / "teacher", logger=logger, max_epochs=epochs).fit(module, datamodule=loader)
+        with metrics_prefix(logger, "teacher"):
+            make_trainer(trainer, out / "teacher", logger=logger, max_epochs=epochs).fit(module, datamodule=loader)
     if is_main():  # every rank trained the same weights; one writes them
         tmp = folder.with_name(folder.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
