@@ -200,6 +200,8 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     # Free-form notes an experiment preset carries (published reference numbers, citations).
     reference: dict[str, Any] = field(default_factory=dict)
+    # Published checkpoints evaluated and timed in this run's harness: [{checkpoint, label, citation}, ...].
+    baselines: list[Any] = field(default_factory=list)
 
 
 GROUP_SCHEMAS: dict[str, Any] = {  # a dataclass, or an open mapping for `_target_` groups

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ziplm.config.baselines import Baseline, parse_baselines
 from ziplm.core.settings import DistillSettings
 from ziplm.data.spec import TaskSpec
 from ziplm.latency.environment import Environment
@@ -54,6 +55,7 @@ class RunSettings:
     output_root: str
     trainer: dict[str, Any] = field(default_factory=dict)  # raw for now (the trainer group is being reworked)
     logger: dict[str, Any] = field(default_factory=dict)
+    baselines: tuple[Baseline, ...] = ()  # published checkpoints measured in this run's harness
 
     @property
     def database(self) -> DatabaseSettings:
@@ -82,6 +84,9 @@ class RunSettings:
             output_root=str(cfg.output_root),
             trainer=_plain(cfg.trainer) if cfg.get("trainer") is not None else {},
             logger=_plain(cfg.logger) if cfg.get("logger") is not None else {},
+            baselines=tuple(
+                parse_baselines(OmegaConf.to_container(cfg.baselines, resolve=True) if "baselines" in cfg else [])
+            ),
         )
 
 

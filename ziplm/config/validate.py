@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
+from ziplm.config.baselines import parse_baselines
 from ziplm.config.instantiable import check_callbacks, check_logger, check_trainer  # the _target_ groups
 
 # Mirrors of what the consuming modules accept (kept equal to their sources by tests/config/test_validate.py).
@@ -147,6 +148,7 @@ def validate_config(cfg: DictConfig) -> None:
         values = model if group == "model" else _plain(cfg, group)
         if values is not None:
             check(values)
+    parse_baselines(OmegaConf.to_container(cfg.baselines, resolve=True) if "baselines" in cfg else [])
     if command == "compress":
         _check_int8_environment(cfg)
 

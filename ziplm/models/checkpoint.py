@@ -42,59 +42,70 @@ def is_member(source: str) -> bool:
     return (Path(source).expanduser() / MANIFEST).is_file()
 
 
-def load_checkpoint(source: str, kind: str, num_labels: int | None, device: torch.device | str) -> Checkpoint:
-    """The checkpoint at `source` (member folder, HF folder or Hub id) as a model for a task of `kind`.
+def check_checkpoint(source: str, kind: str, num_labels: int | None, setting: str = "checkpoint") -> Any:
+    """Check that `source` can be scored on a task of `kind` without reading any weights (seconds, before any
+    data or training). Returns the transformers Auto class that loads a plain checkpoint (None: a member).
 
     Raises:
         FileNotFoundError: a folder that does not exist, or a Hub id that cannot be reached offline.
         ValueError: no fitting task head (wrong kind, wrong number of labels, a bare base model), or an
-            architecture transformers cannot load for this task.
+            architecture transformers cannot load for this task. Messages name `setting`.
     """
     if kind not in _AUTO:
         raise ValueError(f"task kind {kind!r} cannot be scored; known kinds: {sorted(_AUTO)}")
     folder = Path(source).expanduser()
     if is_member(source):
-        model = load_pruned(folder, device=str(device), dtype="float32")
-        return Checkpoint(model.eval(), source, True, (folder / "tokenizer_config.json").is_file())
+        return None
     if folder.is_dir() and not (folder / "config.json").is_file():
         raise ValueError(
-            f"checkpoint={source} is neither a ziplm family member (no {MANIFEST}) nor a Hugging Face model "
+            f"{setting}={source} is neither a ziplm family member (no {MANIFEST}) nor a Hugging Face model "
             "folder (no config.json); pass a member folder (family/<S>x), a fine-tuned HF folder or a Hub id"
         )
     import transformers
 
-    setting = "checkpoint"
     config = from_source(transformers.AutoConfig.from_pretrained, source, "model config", setting)
-    _check_head(source, config, kind, num_labels)
+    _check_head(f"{setting}={source}", config, kind, num_labels)
     auto_name, _ = _AUTO[kind]
     auto = getattr(transformers, auto_name)
     if type(config) not in auto._model_mapping:  # asked before any weights are read
         raise ValueError(
-            f"checkpoint={source}: architecture {config.model_type!r} has no {auto_name} in transformers "
+            f"{setting}={source}: architecture {config.model_type!r} has no {auto_name} in transformers "
             f"{transformers.__version__}; it cannot be scored on a {kind} task"
         )
+    return auto
+
+
+def load_checkpoint(
+    source: str, kind: str, num_labels: int | None, device: torch.device | str, setting: str = "checkpoint"
+) -> Checkpoint:
+    """The checkpoint at `source` (member folder, HF folder or Hub id) as a model for a task of `kind`, in
+    eval mode, float32, on `device`. Raises as `check_checkpoint`."""
+    auto = check_checkpoint(source, kind, num_labels, setting)
+    folder = Path(source).expanduser()
+    if auto is None:
+        model = load_pruned(folder, device=str(device), dtype="float32")
+        return Checkpoint(model.eval(), source, True, (folder / "tokenizer_config.json").is_file())
     model = from_source(auto.from_pretrained, source, f"{kind} model", setting, dtype=torch.float32)
     tokenizer = folder.is_dir() and any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt"))
     return Checkpoint(model.to(device).eval(), source, False, tokenizer or not folder.is_dir())
 
 
-def _check_head(source: str, config: Any, kind: str, num_labels: int | None) -> None:
+def _check_head(where: str, config: Any, kind: str, num_labels: int | None) -> None:
     architectures = list(getattr(config, "architectures", None) or [])
     _, suffixes = _AUTO[kind]
     wanted = (suffixes,) if isinstance(suffixes, str) else suffixes
     heads = [a for a in architectures if a.endswith(_HEADS)]
     if not heads:
         raise ValueError(
-            f"checkpoint={source} is a {architectures or config.model_type} model without a task head: "
+            f"{where} is a {architectures or config.model_type} model without a task head: "
             f"a {kind} task needs a fine-tuned *{wanted[0]} checkpoint"
         )
     if not any(a.endswith(wanted) for a in heads):
-        raise ValueError(f"checkpoint={source} has a {heads} head, but a {kind} task needs *{wanted[0]}")
+        raise ValueError(f"{where} has a {heads} head, but a {kind} task needs *{wanted[0]}")
     labels = int(getattr(config, "num_labels", 0) or 0)
     if kind == "classification" and num_labels and labels != num_labels:
         raise ValueError(
-            f"checkpoint={source} classifies into {labels} labels but the task has {num_labels}: "
-            "its head does not fit this task"
+            f"{where} classifies into {labels} labels but the task has {num_labels}: its head does not fit this task"
         )
     if kind == "regression" and labels != 1:
-        raise ValueError(f"checkpoint={source} has {labels} outputs; a regression task needs a 1-output head")
+        raise ValueError(f"{where} has {labels} outputs; a regression task needs a 1-output head")

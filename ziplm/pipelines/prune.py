@@ -34,6 +34,7 @@ from ziplm.lit.phases import evaluate
 from ziplm.models import adapter_for, build_model, build_tokenizer, count_parameters
 from ziplm.models.io import count_encoder_parameters
 from ziplm.pipelines import schedules
+from ziplm.pipelines.baselines import check_baselines, measure_baselines
 from ziplm.pipelines.common import head_for
 from ziplm.pipelines.latency import print_self_check
 from ziplm.pipelines.members import Family
@@ -65,6 +66,7 @@ def run_prune(cfg: DictConfig) -> None:
         method, device = registered_method(settings.pruner.method), run_device(settings.trainer)
         settings.hardware.validate()
         check_teacher_head(settings.model, settings.task)
+        check_baselines(settings.baselines, settings.task)  # head, labels, architecture, reachable: no weights read
         tokenizer = build_tokenizer(settings.model, cache_dir=settings.cache_dir, corpus=train_texts)
         data = TaskData.load(settings.task, tokenizer, settings.seed)
     console.print(f"run folder: {out}")
@@ -81,6 +83,10 @@ def run_prune(cfg: DictConfig) -> None:
     guard.check("dense teacher")
     phases.after.append(guard.check)
     tracker.log_member(dense.to_json(), step=0)
+    baselines = []
+    if settings.baselines:
+        with phases("baselines"):
+            baselines = measure_baselines(family, teacher, settings.baselines)
     steps = iter(range(1, len(settings.search.targets) + 1))
     on_member = lambda record: tracker.log_member(record.to_json(), step=next(steps))  # noqa: E731
     if not method.builds_database:  # layer dropping
@@ -98,7 +104,7 @@ def run_prune(cfg: DictConfig) -> None:
             logger = tracker.lightning_logger
             members = schedules.gradual(family, teacher, latency, calibration, loss, phases, on_member, logger)
     if is_main():
-        _report(family, dense, members, phases, started, tracker, str(cfg.hardware.name), made_by)
+        _report(family, dense, members, baselines, phases, started, tracker, str(cfg.hardware.name), made_by)
     finish_ranks()
 
 
@@ -159,8 +165,9 @@ def _dense_record(family: Family, teacher: nn.Module) -> MemberRecord:
     return record
 
 
-def _report(family: Family, dense: MemberRecord, members: list[MemberRecord], phases: Phases, started: float,
-            tracker: Tracker, hardware_name: str, made_by: dict | None) -> None:  # fmt: skip
+def _report(family: Family, dense: MemberRecord, members: list[MemberRecord], baselines: list[MemberRecord],
+            phases: Phases, started: float, tracker: Tracker, hardware_name: str,
+            made_by: dict | None) -> None:  # fmt: skip
     settings, env, out = family.settings, family.settings.hardware, family.out
     metric = METRICS[settings.task.metric].headline
     label = registered_method(settings.pruner.method).label  # "ZipLM", "<method> baseline"
@@ -179,8 +186,8 @@ def _report(family: Family, dense: MemberRecord, members: list[MemberRecord], ph
         f"total: {time.perf_counter() - started:.1f} s",
         provenance_line(made_by),
     ]
-    table, plot = write_report(out, dense, members, metric, title, notes)
+    table, plot = write_report(out, dense, members, metric, title, notes, baselines)
     (out / "phases.json").write_text(json.dumps(phases.seconds, indent=2) + "\n")
-    tracker.log_report(dense, members, metric, plot, out / "latency_table.json")
+    tracker.log_report(dense, members, metric, plot, out / "latency_table.json", baselines)
     console.print(Markdown(table))
     console.print(f"[green]done[/green] in {time.perf_counter() - started:.0f} s — report: {out / 'results.md'}")

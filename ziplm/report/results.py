@@ -81,9 +81,15 @@ def correction_notes(members: Sequence[MemberRecord]) -> list[str]:
 
 
 def plot_metric_vs_speedup(
-    dense: MemberRecord, members: Sequence[MemberRecord], metric: str, title: str, path: Path
+    dense: MemberRecord,
+    members: Sequence[MemberRecord],
+    metric: str,
+    title: str,
+    path: Path,
+    baselines: Sequence[MemberRecord] = (),
 ) -> Path:
-    """PNG: task metric against *measured* speedup, dense model at 1×, targets marked."""
+    """PNG: task metric against *measured* speedup, dense model at 1×, targets marked; baselines measured in
+    the same run as labelled squares."""
     xs = [1.0] + [float(m.measured_speedup or 0.0) for m in members]
     ys = [float(dense.metric(metric))] + [float(m.metric(metric)) for m in members]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
@@ -91,6 +97,12 @@ def plot_metric_vs_speedup(
     ax.scatter([1.0], [ys[0]], marker="*", s=150, zorder=3, label="dense")
     for m, x, y in zip(members, xs[1:], ys[1:], strict=True):
         ax.annotate(f"target {m.target_speedup:g}×", (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8)
+    if baselines:
+        bx = [float(b.measured_speedup or 0.0) for b in baselines]
+        by = [float(b.metric(metric)) for b in baselines]
+        ax.scatter(bx, by, marker="s", s=40, zorder=3, label="baselines (measured here)")
+        for b, x, y in zip(baselines, bx, by, strict=True):
+            ax.annotate(b.member, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     ax.set_xlabel("measured speedup over dense (×)")
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=10)
@@ -102,6 +114,34 @@ def plot_metric_vs_speedup(
     return path
 
 
+def baseline_section(dense: MemberRecord, baselines: Sequence[MemberRecord], metric: str) -> list[str]:
+    """Markdown lines: the baselines measured in this run (same data, precision, environment, dense model)."""
+    if not baselines:
+        return []
+    base, params = float(dense.metric(metric)), float(dense.parameters)
+    header = [
+        "baseline",
+        "measured",
+        metric,
+        "Δ vs dense",
+        "params (M)",
+        "% params",
+        "encoder (M)",
+        "checkpoint",
+        "source",
+    ]
+    lines = ["## Baselines measured here (same evaluation, timed against the same dense model)", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for b in baselines:
+        value = float(b.metric(metric))
+        lines.append(
+            f"| {b.member} | {float(b.measured_speedup or 0):.2f}× | {value:.2f} | {value - base:+.2f} | "
+            f"{b.parameters / 1e6:.2f} | {100 * b.parameters / params:.1f} | {_millions(b.encoder_parameters)} | "
+            f"{b.other.get('checkpoint', '')} | {b.other.get('citation', '')} |"
+        )
+    return [*lines, ""]
+
+
 def write_report(
     out: Path,
     dense: MemberRecord,
@@ -109,14 +149,22 @@ def write_report(
     metric: str,
     title: str,
     notes: Sequence[str] = (),
+    baselines: Sequence[MemberRecord] = (),
 ) -> tuple[str, Path]:
     """Write results.md, results.png and a consolidated metrics.jsonl; return (markdown, plot path)."""
     table = results_table(dense, members, metric)
-    plot = plot_metric_vs_speedup(dense, members, metric, title, out / "results.png")
-    body = [f"# {title}", "", table, "![metric vs measured speedup](results.png)", ""]
+    plot = plot_metric_vs_speedup(dense, members, metric, title, out / "results.png", baselines)
+    body = [
+        f"# {title}",
+        "",
+        table,
+        *baseline_section(dense, baselines, metric),
+        "![metric vs measured speedup](results.png)",
+        "",
+    ]
     body += [f"- {n}" for n in notes]
     (out / "results.md").write_text("\n".join(body) + "\n")
     with (out / "metrics.jsonl").open("w") as fh:
-        for record in [dense, *members]:
+        for record in [dense, *members, *baselines]:
             fh.write(json.dumps(record.to_json()) + "\n")
     return table, plot

@@ -177,7 +177,13 @@ class Tracker:
         logger.log_metrics(numbers, step=step)
 
     def log_report(
-        self, dense: MemberRecord, members: Sequence[MemberRecord], metric: str, plot: Path, latency_table: Path
+        self,
+        dense: MemberRecord,
+        members: Sequence[MemberRecord],
+        metric: str,
+        plot: Path,
+        latency_table: Path,
+        baselines: Sequence[MemberRecord] = (),
     ) -> None:
         """W&B only: the family as a table of numbers (sortable, chartable), a native W&B scatter of the metric
         against the measured speedup, the report's plot, and the latency table as an artifact."""
@@ -186,7 +192,7 @@ class Tracker:
             return
         import wandb
 
-        columns, rows = numeric_rows(dense, members, metric)
+        columns, rows = numeric_rows(dense, [*members, *baselines], metric)
         table = wandb.Table(columns=columns, data=rows)
         pareto = wandb.plot.scatter(table, "measured_speedup", metric, title=f"{metric} vs measured speedup")
         run.log({"results": table, "pareto": pareto, "metric_vs_speedup": wandb.Image(str(plot))})
