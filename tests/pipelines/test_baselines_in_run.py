@@ -104,3 +104,16 @@ def test_a_baseline_that_cannot_serve_the_task_fails_before_training(tmp_path: P
 def test_malformed_baseline_entries_are_refused(entries: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_baselines(entries)
+
+
+def test_ziplm_report_lists_the_measured_baselines(tmp_path: Path) -> None:
+    distil = _distilbert(tmp_path / "distil")
+    assert _run(tmp_path, _baselines((distil, "distilbert-2l", "Sanh et al. 2019")), "logger=none").returncode == 0
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "ziplm", "report", str(tmp_path / "run"), "logger=none", f"output_root={tmp_path}/o"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sweep = (tmp_path / "run" / "sweep.md").read_text()
+    assert "| baseline distilbert-2l | distilbert-2l |" in sweep
+    csv = (tmp_path / "run" / "sweep.csv").read_text()
+    assert "baseline distilbert-2l" in csv and "Sanh et al. 2019" in csv

@@ -50,7 +50,8 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class Record:
-    """One measured model: the dense teacher of a run (target None) or one family member."""
+    """One measured model: the dense teacher of a run (target None), one family member, or a baseline measured
+    in the run (``method`` "baseline <label>", its ``citation``)."""
 
     run: RunInfo
     member: str
@@ -60,6 +61,8 @@ class Record:
     deviation: float | None
     parameters: int | None
     metric: float | None
+    method: str | None = None  # None: the run's method
+    citation: str = ""
 
 
 @dataclass
@@ -198,6 +201,7 @@ def _number(record: Mapping[str, Any], key: str) -> float | None:
 def _records(folder: Path, run: RunInfo, warnings: list[str]) -> Iterator[Record]:
     files = [folder / "dense_metrics.json"] if (folder / "dense_metrics.json").is_file() else []
     files += sorted((folder / "family").glob("*/metrics.json"), key=lambda p: _natural_key(p.parent))
+    files += sorted((folder / "baselines").glob("*/metrics.json"))
     for path in files:
         try:
             data = json.loads(path.read_text())
@@ -218,6 +222,8 @@ def _records(folder: Path, run: RunInfo, warnings: list[str]) -> Iterator[Record
             deviation=None if dense else _number(data, "deviation"),
             parameters=None if parameters is None else int(parameters),
             metric=metric,
+            method=f"baseline {data.get('member')}" if data.get("method") == "baseline" else None,
+            citation=str(data.get("citation") or ""),
         )
 
 

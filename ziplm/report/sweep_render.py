@@ -38,11 +38,12 @@ def csv_rows(table: SweepTable, references: bool = True) -> list[dict[str, objec
         rows.append(
             {
                 "run": run.path, "status": run.status, "kind": "measured", "model": run.model, "task": run.task,
-                "hardware": run.hardware, "schedule": run.schedule, "method": run.method, "seed": _cell(run.seed),
+                "hardware": run.hardware, "schedule": run.schedule, "method": r.method or run.method,
+                "seed": _cell(run.seed),
                 "member": r.member, "target": _cell(r.target), "predicted_speedup": _cell(r.predicted),
                 "measured_speedup": _cell(r.measured), "deviation": _cell(r.deviation),
                 "parameters": _cell(r.parameters), "metric": _cell(r.metric), "metric_name": run.metric,
-                "citation": "", "overrides": " ".join(run.overrides),
+                "citation": r.citation, "overrides": " ".join(run.overrides),
             }
         )  # fmt: skip
     for ref in table.references if references else []:
@@ -80,7 +81,8 @@ def _series(records: Sequence[Record]) -> list[Series]:
     for r in records:
         if r.measured is None or r.metric is None:
             continue
-        label = f"{r.run.method}, {r.run.schedule}" if mixed else r.run.method
+        method = r.method or r.run.method
+        label = f"{method}, {r.run.schedule}" if mixed and r.method is None else method
         points.setdefault(label, []).append((r.measured, r.metric))
     return [Series(label, pts) for label, pts in sorted(points.items())]
 
@@ -137,7 +139,8 @@ def _group_markdown(table: SweepTable, group: Group, plot: Path | None, referenc
             deviation = None if r.deviation is None else 100 * r.deviation
             lines.append(
                 f"| {r.run.path} | {_varying(r.run.overrides, common)} | {r.run.status} | {r.run.schedule} | "
-                f"{r.run.method} | {r.member} | {fmt(r.target, suffix='×')} | {fmt(r.predicted, suffix='×')} | "
+                f"{r.method or r.run.method} | {r.member} | {fmt(r.target, suffix='×')} | "
+                f"{fmt(r.predicted, suffix='×')} | "
                 f"{fmt(r.measured, suffix='×')} | {fmt(deviation, 1, '%')} | {fmt(params)} | {fmt(r.metric)} |"
             )
     else:
