@@ -86,7 +86,7 @@ def plot_pareto(
         ax.scatter([ref.speedup], [ref.metric], marker="X", s=90, color="black", zorder=4)
         ax.annotate(ref.label, (ref.speedup, ref.metric), textcoords="offset points", xytext=(5, 5), fontsize=7)
     if references:
-        ax.scatter([], [], marker="X", s=90, color="black", label="published, not re-run")
+        ax.scatter([], [], marker="X", s=90, color="black", label="quoted, other hardware")
     ax.margins(x=0.12, y=0.1)  # room for the reference labels
     ax.set_xlabel("measured speedup over dense (×)")
     ax.set_ylabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")

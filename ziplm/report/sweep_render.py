@@ -18,7 +18,7 @@ from ziplm.report.references import ReferenceRow
 from ziplm.report.sweep import Record, SweepTable
 
 Group = tuple[str, str, str]  # model, task, hardware
-PUBLISHED = "published, not re-run"
+PUBLISHED = "quoted, other hardware"
 CSV_COLUMNS = (
     "run", "status", "kind", "model", "task", "hardware", "schedule", "method", "seed", "member", "target",
     "predicted_speedup", "measured_speedup", "deviation", "parameters", "metric", "metric_name", "citation",
@@ -216,7 +216,7 @@ def write_sweep_report(table: SweepTable, out_dir: str | Path, references: bool 
     Args:
         table: from `collect_runs`.
         out_dir: created if needed (a sweep folder, or the folder given to ``ziplm report``).
-        references: include the presets' published numbers (marked "published, not re-run").
+        references: include the presets' published numbers (marked "quoted, other hardware").
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
