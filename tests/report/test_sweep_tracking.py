@@ -111,6 +111,7 @@ def test_sweep_report_with_offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
     plot = plot_pareto([Series("obs", [(1.0, 90.0), (2.0, 85.0)])], [], "accuracy", True, "t", tmp_path / "p.png")
     columns = ["run", "kind", "seed", "target", "metric"]
-    rows = [["0", "measured", 0, "", 90.0], ["0", "measured", 0, 2.0, 85], ["", "quoted, other hardware", "", 2.0, 89.1]]
+    quoted = ["", "quoted, other hardware", "", 2.0, 89.1]
+    rows = [["0", "measured", 0, "", 90.0], ["0", "measured", 0, 2.0, 85], quoted]
     assert log_sweep_report({"kind": "wandb"}, tmp_path, "g", columns, rows, [plot], tmp_path / "sweep.md")
     assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
