@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ziplm.report.gap import metric_at
 from ziplm.report.pareto import ReferencePoint, Series, plot_pareto
 from ziplm.report.references import ReferenceRow
 from ziplm.report.sweep import Record, SweepTable
@@ -110,6 +111,16 @@ def _group_references(table: SweepTable, group: Group, references: bool) -> list
     return [ref for ref in table.references if (ref.model, ref.task, ref.hardware) == group]
 
 
+def _family_at(records: Sequence[Record], ref: ReferenceRow) -> float | None:
+    """The ZipLM family's metric at the reference's speedup, on its measured Pareto front (dense included);
+    None when the reference has no speedup, another metric, or lies outside the measured speedups."""
+    ours = [r for r in records if r.method is None and r.run.method == "obs" and r.run.metric == ref.metric_name]
+    points = [(r.measured, r.metric) for r in ours if r.measured is not None and r.metric is not None]
+    if ref.speedup is None or not ours:
+        return None
+    return metric_at(points, ref.speedup, ours[0].run.higher_is_better)
+
+
 def common_overrides(table: SweepTable) -> tuple[str, ...]:
     """Overrides every run shares (output_root=..., the experiment): said once, not on every row."""
     sets = [set(run.overrides) for run in table.runs]
@@ -152,14 +163,17 @@ def _group_markdown(table: SweepTable, group: Group, plot: Path | None, referenc
             f"Reference numbers — **{PUBLISHED}** (from the experiment presets; other hardware and recipes, for "
             "context only):",
             "",
-            "| method | citation | measured on | speedup | metric | value | note |",
-            "|---|---|---|---|---|---|---|",
+            "| method | citation | measured on | speedup | metric | value | ZipLM here at that speedup | Δ | note |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        lines += [
-            f"| {ref.method} ({PUBLISHED}) | {ref.citation} | {ref.measured_on or '—'} | "
-            f"{fmt(ref.speedup, suffix='×')} | {ref.metric_name} | {fmt(ref.metric)} | {ref.note or ''} |"
-            for ref in refs
-        ]
+        for ref in refs:
+            ours = _family_at(records, ref)
+            gap = None if ours is None else ours - ref.metric
+            lines.append(
+                f"| {ref.method} ({PUBLISHED}) | {ref.citation} | {ref.measured_on or '—'} | "
+                f"{fmt(ref.speedup, suffix='×')} | {ref.metric_name} | {fmt(ref.metric)} | {fmt(ours)} | "
+                f"{'—' if gap is None else f'{gap:+.2f}'} | {ref.note or ''} |"
+            )
     return [*lines, ""]
 
 
