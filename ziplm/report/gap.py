@@ -1,8 +1,7 @@
-"""The gap at a glance: a family's metric at a reference's speedup, read off the family's Pareto front.
-
-The front is what the family offers: at each measured speedup, the best metric any member (or the dense
-model) reaches at that speedup or faster. Between two front points the metric is interpolated linearly in
-speedup; outside the measured range there is no answer (None), since extrapolating a family is a guess.
+"""The gap at a glance: a family's metric at a reference's speedup, read off the family's Pareto front
+(`ziplm.report.pareto.pareto_front`: at each measured speedup, the best metric any member or the dense
+model reaches at that speedup or faster). Between two front points the metric is interpolated linearly in
+speedup; outside the measured range there is no answer (None): extrapolating a family is a guess.
 """
 
 from __future__ import annotations
@@ -10,22 +9,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-
-def pareto_front(points: Sequence[tuple[float, float]], higher_is_better: bool = True) -> list[tuple[float, float]]:
-    """(speedup, metric) points no other point beats on both (faster and at least as good), by speedup."""
-    sign = 1.0 if higher_is_better else -1.0
-    front: list[tuple[float, float]] = []
-    best = float("-inf")
-    for speed, value in sorted(points, key=lambda p: (-p[0], -sign * p[1])):  # fastest first
-        if sign * value > best:
-            front.append((speed, value))
-            best = sign * value
-    return sorted(front)
+from ziplm.report.pareto import pareto_front
 
 
 def metric_at(points: Sequence[tuple[float, float]], speedup: float, higher_is_better: bool = True) -> float | None:
     """The front's metric at `speedup` (linear between front points), None outside the measured speedups."""
-    front = pareto_front(points, higher_is_better)
+    front = [points[i] for i in pareto_front(points, higher_is_better)]
     if not front or not front[0][0] <= speedup <= front[-1][0]:
         return None
     for (s0, v0), (s1, v1) in itertools.pairwise(front):

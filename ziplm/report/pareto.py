@@ -67,8 +67,10 @@ def plot_pareto(
     higher_is_better: bool,
     title: str,
     path: Path,
+    error_bars: Sequence[tuple[float, float, float, float]] = (),
 ) -> Path:
-    """PNG: every point per method, its Pareto front as a line, published references as crosses."""
+    """PNG: every point per method, its Pareto front as a line, published references as crosses; members run
+    under several seeds as their mean with ±1 std bars (`error_bars`: x, x std, y, y std)."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for k, s in enumerate(series):
         color = f"C{k % 10}"
@@ -82,6 +84,9 @@ def plot_pareto(
             color=color,
             label=f"{s.label} (Pareto front)",
         )
+    if error_bars:
+        x, xerr, y, yerr = (list(v) for v in zip(*error_bars, strict=True))
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor="0.3", capsize=3, label="mean ± std over seeds")
     for ref in references:
         ax.scatter([ref.speedup], [ref.metric], marker="X", s=90, color="black", zorder=4)
         ax.annotate(ref.label, (ref.speedup, ref.metric), textcoords="offset points", xytext=(5, 5), fontsize=7)

@@ -16,6 +16,7 @@ from pathlib import Path
 from ziplm.report.gap import metric_at
 from ziplm.report.pareto import ReferencePoint, Series, plot_pareto
 from ziplm.report.references import ReferenceRow
+from ziplm.report.seeds import across_seeds
 from ziplm.report.sweep import Record, SweepTable
 
 Group = tuple[str, str, str]  # model, task, hardware
@@ -102,13 +103,30 @@ def plot_group(table: SweepTable, group: Group, out_dir: Path, references: bool)
         if ref.speedup is not None and ref.metric_name == metric
     ]
     title = f"{group[0]} on {group[1]}, {group[2]} environment: {metric} vs measured speedup"
-    return plot_pareto(series, refs, metric, higher, title, out_dir / plot_name(group))
+    bars = [(*s.measured, *s.metric) for s in across_seeds([r for r in records if r.run.metric == metric])]
+    return plot_pareto(series, refs, metric, higher, title, out_dir / plot_name(group), bars)
 
 
 def _group_references(table: SweepTable, group: Group, references: bool) -> list[ReferenceRow]:
     if not references:
         return []
     return [ref for ref in table.references if (ref.model, ref.task, ref.hardware) == group]
+
+
+def _seed_lines(records: Sequence[Record], metric: str) -> list[str]:
+    """Mean ± std over seeds of every member run under two or more seeds of one configuration."""
+    spreads = across_seeds(records)
+    if not spreads:
+        return []
+    header = ["method", "schedule", "overrides", "member", "seeds", "measured", metric]
+    lines = ["", "Across seeds (mean ± sample std; runs that differ only in `seed`):", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for s in spreads:
+        lines.append(
+            f"| {s.method} | {s.schedule} | {' '.join(s.overrides)} | {s.member} | {s.seeds} | "
+            f"{s.measured[0]:.2f}× ± {s.measured[1]:.2f} | {s.metric[0]:.2f} ± {s.metric[1]:.2f} |"
+        )
+    return lines
 
 
 def _family_at(records: Sequence[Record], ref: ReferenceRow) -> float | None:
@@ -156,6 +174,7 @@ def _group_markdown(table: SweepTable, group: Group, plot: Path | None, referenc
             )
     else:
         lines.append("No finished records in this group.")
+    lines += _seed_lines(records, metric)
     refs = _group_references(table, group, references)
     if refs:
         lines += [
