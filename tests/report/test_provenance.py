@@ -49,6 +49,13 @@ def test_a_run_records_its_provenance_in_folder_report_and_wandb(tmp_path: Path)
     columns, rows = wandb_records.table(run, "results")
     assert columns[:4] == ["member", "target_speedup", "predicted_speedup", "measured_speedup"]
     assert [row[0] for row in rows] == ["dense", "1.5x"] and all(isinstance(v, float) for v in rows[1][1:4])
+    logged = wandb_records.artifacts(log)  # lineage: teacher -> database -> member, table by model x environment
+    assert logged["latency-tiny-bert-cpu"][0] == "latency-table"
+    assert logged["teacher-tiny-bert-tiny-cls"][0] == "teacher"
+    assert logged["database-tiny-bert-tiny-cls"][0] == "levels-database"
+    kind, metadata = logged["member-tiny-bert-tiny-cls-1.5x"]
+    assert kind == "model" and metadata["teacher"] == "teacher-tiny-bert-tiny-cls"
+    assert metadata["database"] == "database-tiny-bert-tiny-cls" and metadata["member"] == "1.5x"
     encoder = columns.index("encoder_parameters")
     assert 0 < rows[1][encoder] <= rows[0][encoder] < rows[0][columns.index("parameters")]
 

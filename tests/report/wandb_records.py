@@ -72,3 +72,13 @@ def table(run_folder: Path, key: str) -> tuple[list[str], list[list[Any]]]:
     (path,) = run_folder.rglob(f"offline-run-*/files/media/table/{key}_*.table.json")
     data = json.loads(path.read_text())
     return list(data["columns"]), [list(row) for row in data["data"]]
+
+
+def artifacts(path: Path) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Logged artifacts: name -> (type, metadata)."""
+    found = {}
+    for record in records(path):
+        if record.WhichOneof("record_type") == "artifact":
+            metadata = json.loads(record.artifact.metadata) if record.artifact.metadata else {}
+            found[record.artifact.name] = (record.artifact.type, metadata)
+    return found

@@ -43,7 +43,7 @@ from ziplm.pipelines.phases import Phases
 from ziplm.pipelines.placement import TeacherGuard, run_device
 from ziplm.pipelines.ranks import start_ranks
 from ziplm.pipelines.report import tracker_labels
-from ziplm.pipelines.teacher import check_teacher_head, head_kwargs, load_or_train_teacher
+from ziplm.pipelines.teacher import check_teacher_head, head_kwargs, load_or_train_teacher, teacher_dir
 from ziplm.pruning.methods import method as registered_method
 from ziplm.report.provenance import provenance_line, write_provenance
 from ziplm.report.records import MemberRecord
@@ -188,6 +188,7 @@ def _report(family: Family, dense: MemberRecord, members: list[MemberRecord], ba
     ]
     table, plot = write_report(out, dense, members, metric, title, notes, baselines)
     (out / "phases.json").write_text(json.dumps(phases.seconds, indent=2) + "\n")
-    tracker.log_report(dense, members, metric, plot, out / "latency_table.json", baselines)
+    teacher = teacher_dir(settings)
+    tracker.log_report(dense, members, metric, plot, out / "latency_table.json", baselines, teacher)
     console.print(Markdown(table))
     console.print(f"[green]done[/green] in {time.perf_counter() - started:.0f} s — report: {out / 'results.md'}")

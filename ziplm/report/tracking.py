@@ -133,6 +133,7 @@ def make_logger(logger: Mapping[str, Any], save_dir: Path, run_name: str) -> Log
     if wandb:
         config["mode"] = _wandb_mode(logger)
         config.setdefault("project", "ziplm")
+        config.setdefault("job_type", "prune")  # the sweep's report run is "sweep-report"
         config["tags"] = list(config.get("tags") or [])
     return instantiate({"_target_": target, **config}, _convert_="all")
 
@@ -149,6 +150,7 @@ class Tracker:
             settings["group"] = run.group(logger_cfg.get("group"))
             settings["tags"] = run.tags(list(logger_cfg.get("tags") or []))
         self.lightning_logger = make_logger(settings, out, run.name if isinstance(run, RunLabels) else run)
+        self.labels = run if isinstance(run, RunLabels) else None
         self._axes_defined = False
 
     def log_run(self, config: Mapping[str, Any], made_by: Mapping[str, Any] | None) -> None:
@@ -184,6 +186,7 @@ class Tracker:
         plot: Path,
         latency_table: Path,
         baselines: Sequence[MemberRecord] = (),
+        teacher: Path | None = None,
     ) -> None:
         """W&B only: the family as a table of numbers (sortable, chartable), a native W&B scatter of the metric
         against the measured speedup, the report's plot, and the latency table as an artifact."""
@@ -196,10 +199,44 @@ class Tracker:
         table = wandb.Table(columns=columns, data=rows)
         pareto = wandb.plot.scatter(table, "measured_speedup", metric, title=f"{metric} vs measured speedup")
         run.log({"results": table, "pareto": pareto, "metric_vs_speedup": wandb.Image(str(plot))})
-        artifact = wandb.Artifact("latency-table", type="latency-table")
-        artifact.add_file(str(latency_table))
-        run.log_artifact(artifact)
+        log_lineage(run, self.labels, latency_table, teacher, latency_table.parent, members)
         run.finish()
+
+
+def log_lineage(run: Any, labels: RunLabels | None, latency_table: Path, teacher: Path | None, out: Path,
+                members: Sequence[MemberRecord]) -> None:  # fmt: skip
+    """W&B artifacts with their lineage: the run uses the teacher (and the latency table of its model ×
+    environment) and produces the levels database and one model artifact per member. Large folders are
+    referenced (``file://``), not copied; each artifact's metadata says what it is."""
+    import wandb
+
+    model, task, hardware = (labels.model, labels.task, labels.hardware) if labels else ("model", "task", "hardware")
+    table = wandb.Artifact(f"latency-{model}-{hardware}", type="latency-table", metadata={"environment": hardware})
+    table.add_file(str(latency_table))
+    run.log_artifact(table)
+    teacher_name = f"teacher-{model}-{task}"
+    if teacher is not None and teacher.is_dir():
+        dense = wandb.Artifact(teacher_name, type="teacher", metadata={"folder": str(teacher)})
+        dense.add_reference(f"file://{teacher.resolve()}")
+        # Online the run *uses* the teacher (an input edge in the lineage graph); W&B refuses inputs offline,
+        # so an offline run logs it as an output and the members' metadata name it.
+        run.log_artifact(dense) if _offline(run) else run.use_artifact(dense)
+    database = out / "database"
+    if database.is_dir():
+        db = wandb.Artifact(f"database-{model}-{task}", type="levels-database")
+        db.add_reference(f"file://{database.resolve()}")
+        run.log_artifact(db)
+    for member in members:
+        folder = out / "family" / member.member
+        if folder.is_dir():
+            metadata = {**member.to_json(), "teacher": teacher_name, "database": f"database-{model}-{task}"}
+            artifact = wandb.Artifact(f"member-{model}-{task}-{member.member}", type="model", metadata=metadata)
+            artifact.add_reference(f"file://{folder.resolve()}")
+            run.log_artifact(artifact)
+
+
+def _offline(run: Any) -> bool:
+    return bool(getattr(getattr(run, "settings", None), "_offline", False) or getattr(run, "offline", False))
 
 
 def _wandb_run(logger: Any) -> Any:
