@@ -3,7 +3,7 @@ tokenized features. Loaded once, before any expensive work; every phase reads fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
@@ -23,6 +23,8 @@ class TaskData:
     train_features: datasets.Dataset
     eval_examples: datasets.Dataset
     eval_features: datasets.Dataset
+    # The task's further evaluation splits (MNLI's validation_mismatched): split -> (examples, features).
+    extra_eval: dict[str, tuple[datasets.Dataset, datasets.Dataset]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, task: TaskSpec, tokenizer: Any, seed: int) -> TaskData:
@@ -36,4 +38,9 @@ class TaskData:
             train_features=build_features(train, tokenizer, task, train=True),
             eval_examples=evaluation,
             eval_features=build_features(evaluation, tokenizer, task, train=False),
+            extra_eval={
+                split: (splits[split], build_features(splits[split], tokenizer, task, train=False))
+                for split in task.eval_splits
+                if split != task.eval_split
+            },
         )

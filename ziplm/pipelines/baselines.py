@@ -14,7 +14,6 @@ from torch import nn
 from ziplm.config.baselines import Baseline
 from ziplm.data.spec import TaskSpec
 from ziplm.lit.distributed import barrier, is_main
-from ziplm.lit.phases import evaluate
 from ziplm.models import count_parameters
 from ziplm.models.checkpoint import check_checkpoint, load_checkpoint
 from ziplm.models.io import count_encoder_parameters
@@ -38,11 +37,9 @@ def measure_baselines(family: Family, dense: nn.Module, baselines: Sequence[Base
         if (folder / METRICS_FILE).is_file():
             records.append(MemberRecord.load(folder / METRICS_FILE))
             continue
-        task, data, trainer = family.data.task, family.data, family.settings.trainer
-        setting = f"baselines[{index}].checkpoint"
+        task, setting = family.data.task, f"baselines[{index}].checkpoint"
         model = load_checkpoint(baseline.checkpoint, task.kind, task.num_labels, family.device, setting).model
-        batch = int(trainer["eval_batch_size"])
-        metrics = evaluate(model, task, data.eval_examples, data.eval_features, trainer, batch, family.eval_precision)
+        metrics = family.scores(model)
         measured = family.speedup(dense, model)
         record = MemberRecord(
             member=baseline.label,

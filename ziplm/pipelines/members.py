@@ -63,6 +63,16 @@ class Family:
         """A finished stage, back on the run's device in float32 (it trains further in a gradual run)."""
         return load_pruned(self.folder(target), device=str(self.device), dtype="float32")
 
+    def scores(self, model: nn.Module) -> dict[str, float]:
+        """The task metric on the evaluation split, plus every further split's as ``<split>/<metric>`` (MNLI-mm)."""
+        data, trainer = self.data, self.settings.trainer
+        batch, precision = int(trainer["eval_batch_size"]), self.eval_precision
+        metrics = dict(evaluate(model, data.task, data.eval_examples, data.eval_features, trainer, batch, precision))
+        for split, (examples, features) in data.extra_eval.items():
+            extra = evaluate(model, data.task, examples, features, trainer, batch, precision)
+            metrics.update({f"{split}/{name}": value for name, value in extra.items()})
+        return metrics
+
     def speedup(self, dense: nn.Module, model: nn.Module) -> float:
         """`model`'s measured speedup over `dense` (timed interleaved, on rank 0; every rank gets it)."""
         rounds = int(self.settings.search.speedup_rounds)
@@ -120,11 +130,8 @@ class Family:
         layers_kept: `MemberRecord`'s names).
         """
         started = time.perf_counter()
-        data, trainer = self.data, self.settings.trainer
-        batch = int(trainer["eval_batch_size"])
-        metrics = evaluate(
-            pruned, data.task, data.eval_examples, data.eval_features, trainer, batch, self.eval_precision
-        )
+        data = self.data
+        metrics = self.scores(pruned)
         measured = self.speedup(dense, pruned)
         structure = Structure.from_dict(pruned.config.ziplm_structure)  # type: ignore[union-attr,arg-type]
         dtype = self.settings.member_dtype

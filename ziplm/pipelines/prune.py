@@ -30,7 +30,6 @@ from ziplm.data.task_data import TaskData
 from ziplm.eval.metrics import METRICS
 from ziplm.latency.cache import load_or_measure
 from ziplm.lit.distributed import barrier, finish_ranks, is_main
-from ziplm.lit.phases import evaluate
 from ziplm.models import adapter_for, build_model, build_tokenizer, count_parameters
 from ziplm.models.io import count_encoder_parameters
 from ziplm.pipelines import schedules
@@ -153,12 +152,7 @@ def _dense_record(family: Family, teacher: nn.Module) -> MemberRecord:
         saved = MemberRecord.load(path)
         if saved.eval_precision == family.eval_precision:
             return saved
-    data, trainer = family.data, family.settings.trainer
-    batch = int(trainer["eval_batch_size"])
-    metrics = evaluate(
-        teacher, data.task, data.eval_examples, data.eval_features, trainer, batch, family.eval_precision
-    )
-    record = MemberRecord("dense", count_parameters(teacher), dict(metrics), family.eval_precision)
+    record = MemberRecord("dense", count_parameters(teacher), family.scores(teacher), family.eval_precision)
     record.encoder_parameters = count_encoder_parameters(teacher)
     if is_main():
         record.save(path)
