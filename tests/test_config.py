@@ -107,7 +107,7 @@ GLUE = {
     "sst2": (["sentence"], 2, "accuracy", "classification"),
     "qnli": (["question", "sentence"], 2, "accuracy", "classification"),
     "mnli": (["premise", "hypothesis"], 3, "accuracy", "classification"),
-    "qqp": (["question1", "question2"], 2, "accuracy", "classification"),
+    "qqp": (["question1", "question2"], 2, "accuracy_f1", "classification"),  # headline accuracy, F1 beside it
     "cola": (["sentence"], 2, "matthews", "classification"),
     "mrpc": (["sentence1", "sentence2"], 2, "f1", "classification"),
     "stsb": (["sentence1", "sentence2"], 1, "pearson_spearman", "regression"),

@@ -100,3 +100,11 @@ def test_headlines_and_unknown_metrics() -> None:
         compute_metric("bleu", [], [])
     with pytest.raises(ValueError, match="3 predictions but 2 references"):
         compute_metric("accuracy", [0, 1, 1], [0, 1])
+
+
+def test_qqp_metric_gives_accuracy_and_f1_with_accuracy_as_headline() -> None:
+    from ziplm.eval.metric_info import METRICS as INFO
+
+    scores = compute_metric("accuracy_f1", torch.tensor([1, 0, 1, 1]), torch.tensor([1, 0, 0, 1]))
+    assert scores == pytest.approx({"accuracy": 75.0, "f1": 80.0})  # precision 2/3, recall 1: F1 0.8
+    assert INFO["accuracy_f1"].headline == "accuracy" and INFO["f1"].headline == "f1"

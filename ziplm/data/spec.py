@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 KINDS = ("classification", "regression", "qa", "lm")
-METRICS = ("accuracy", "f1", "matthews", "pearson_spearman", "squad", "perplexity")
+METRICS = ("accuracy", "f1", "accuracy_f1", "matthews", "pearson_spearman", "squad", "perplexity")
 # How many entries of ``text_keys`` each kind takes (classification may be a single text or a pair).
 _TEXT_KEY_COUNTS: dict[str, tuple[int, ...]] = {
     "classification": (1, 2),

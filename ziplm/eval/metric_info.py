@@ -16,6 +16,7 @@ class MetricInfo:
 METRICS: dict[str, MetricInfo] = {
     "accuracy": MetricInfo("accuracy"),
     "f1": MetricInfo("f1"),
+    "accuracy_f1": MetricInfo("accuracy"),  # QQP: accuracy is the papers' headline, F1 GLUE's other number
     "matthews": MetricInfo("matthews"),
     "pearson_spearman": MetricInfo("pearson_spearman"),
     "squad": MetricInfo("f1"),

@@ -54,7 +54,7 @@ def _classification(name: str, predictions: Any, references: Any) -> dict[str, f
     accuracy = float(tmf.accuracy(preds, target, task="multiclass", num_classes=num_classes, average="micro"))
     if name == "accuracy":
         return {"accuracy": 100 * accuracy}
-    if name == "f1":  # binary F1 of class 1 (GLUE's MRPC/QQP convention)
+    if name in ("f1", "accuracy_f1"):  # binary F1 of class 1 (GLUE's MRPC/QQP convention)
         if num_classes > 2:
             raise ValueError(f"metric 'f1' is binary but labels go up to {num_classes - 1}")
         return {
@@ -114,14 +114,15 @@ def compute_metric(name: str, predictions: Any, references: Any) -> dict[str, fl
             from `predictions` count as empty answers); the number of scored tokens.
 
     Returns:
-        ``accuracy``: {accuracy}; ``f1``: {f1, accuracy}; ``matthews``: {matthews};
+        ``accuracy``: {accuracy}; ``f1`` and ``accuracy_f1`` (whose headline is accuracy): {f1, accuracy};
+        ``matthews``: {matthews};
         ``pearson_spearman``: {pearson, spearman, pearson_spearman (their mean)}; ``squad``:
         {exact_match, f1}; ``perplexity``: {perplexity, nll}. Scales are in the module docstring.
 
     Raises:
         ValueError: unknown metric, mismatched lengths, or no examples.
     """
-    if name in ("accuracy", "f1", "matthews"):
+    if name in ("accuracy", "f1", "accuracy_f1", "matthews"):
         return _classification(name, predictions, references)
     if name == "pearson_spearman":
         return _correlations(predictions, references)
