@@ -84,7 +84,7 @@ def _message(exc: BaseException) -> str:
 def test_misspelt_key_fails_at_compose_time() -> None:
     with pytest.raises(ConfigCompositionException) as info:
         compose(["model.hiden_size=3"])
-    assert "Key 'hiden_size' not in 'ModelSpec'" in _message(info.value)
+    assert "Key 'hiden_size' not in 'ModelSchema'" in _message(info.value)
 
 
 def test_wrongly_typed_value_fails_at_compose_time() -> None:

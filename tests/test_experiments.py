@@ -349,6 +349,9 @@ def test_preset_runs_to_completion(
     assert _is_number(record[f"metric/{metric}"]) and record["measured_speedup"] > 0
     assert (out / "results.md").is_file()
     manifests = list(out.glob("**/database/manifest.json"))
+    if (method or cfg.pruner.method) == "layerdrop":  # whole layers from the latency table: no database
+        assert not manifests and record["layers_kept"]
+        return
     assert manifests, "no OBS database was built"
     for manifest in manifests:
         assert json.loads(manifest.read_text())["fingerprint"]["method"] == (method or cfg.pruner.method)

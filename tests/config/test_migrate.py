@@ -78,7 +78,7 @@ def test_the_cli_argv_is_rewritten_with_one_note_per_rewrite(capsys: pytest.Capt
 def test_compose_error_hint_names_the_new_place() -> None:
     hint = compose_error_hint("Error merging 'experiment/x'\nKey 'distill_logit' not in 'ScheduleConfig'")
     assert hint is not None and "schedule.distill_logit" in hint and "distill.logit" in hint
-    assert compose_error_hint("Key 'hiden_size' not in 'ModelSpec'") is None
+    assert compose_error_hint("Key 'hiden_size' not in 'ModelSchema'") is None
     assert compose_error_hint("Key 'nonsense' not in 'ScheduleConfig'") is None
 
 

@@ -45,3 +45,13 @@ def test_each_group_schema_has_exactly_its_layer_class_fields() -> None:
     for group, cls in {"pruner": PrunerSettings, "search": SearchSettings, "distill": DistillSettings}.items():
         assert GROUP_SCHEMAS[group] is cls
     assert GROUP_SCHEMAS["teacher"] is TeacherSettings
+
+
+def test_derived_schemas_survive_pickling_into_launcher_workers() -> None:
+    """joblib and submitit pickle the ConfigStore into their workers: each derived schema must unpickle as
+    itself, not as the layer class it was derived from (which once broke `-m hydra/launcher=joblib`)."""
+    import pickle
+
+    for group in ("model", "task", "hardware"):
+        schema = GROUP_SCHEMAS[group]
+        assert pickle.loads(pickle.dumps(schema)) is schema, group

@@ -53,7 +53,11 @@ def layer_schema(cls: type, name: str, *, label: bool = False, defaults: dict[st
             specs.append((f.name, hint, field(default_factory=f.default_factory)))
         else:
             specs.append((f.name, hint, field(default=MISSING)))
-    return dataclasses.make_dataclass(name, specs, namespace={"__doc__": cls.__doc__})
+    schema = dataclasses.make_dataclass(name, specs, namespace={"__doc__": cls.__doc__})
+    # Importable under its own name: launchers that pickle the ConfigStore into worker processes (joblib,
+    # submitit) find the schema by module and name, so it must not share the layer class's name.
+    schema.__module__ = __name__
+    return schema
 
 
 def _config_type(hint: Any) -> Any:
@@ -67,12 +71,12 @@ def _config_type(hint: Any) -> Any:
     return hint
 
 
-ModelSchema = layer_schema(ModelSpec, "ModelSpec")
+ModelSchema = layer_schema(ModelSpec, "ModelSchema")
 # Task data_files: typed Any with the usual split keys pre-set, so every command-line form composes
 # (task.data_files={train: a.csv}, task.data_files.train=a.csv, +task.data_files.<split>=...).
 _SPLITS: dict[str, Any] = {"train": None, "validation": None, "test": None}
-TaskSchema = layer_schema(TaskSpec, "TaskSpec", defaults={"data_files": _SPLITS})
-HardwareSchema = layer_schema(Environment, "Environment", label=True)
+TaskSchema = layer_schema(TaskSpec, "TaskSchema", defaults={"data_files": _SPLITS})
+HardwareSchema = layer_schema(Environment, "HardwareSchema", label=True)
 
 
 @dataclass
