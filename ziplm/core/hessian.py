@@ -115,6 +115,15 @@ class HessianAccumulator:
         return self._H.clone()
 
 
+def output_energy(output: torch.Tensor, mask: torch.Tensor | None) -> float:
+    """Σ over non-padding tokens of ‖y‖² for a projection's output `y` (..., d_out): the denominator of the
+    relative output error a levels database reports."""
+    flat = output.detach().reshape(-1, output.shape[-1])
+    if mask is not None:
+        flat = flat[mask.reshape(-1).to(device=flat.device, dtype=torch.bool)]
+    return float(flat.double().pow(2).sum())
+
+
 class TokenMask:
     """The current batch's padding mask, set by the caller before each forward pass.
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ziplm.core.hessian import HessianAccumulator, hessian_hooks
+from ziplm.core.hessian import HessianAccumulator, hessian_hooks, output_energy
 from ziplm.data.features import model_input_columns
 from ziplm.data.spec import TaskSpec
 from ziplm.eval.task_metric import TaskMetric
@@ -148,11 +148,7 @@ class _Calibration(L.LightningModule):
 
     def _energy_hook(self, name: str) -> Callable[..., None]:
         def hook(_: nn.Module, __: Any, output: torch.Tensor) -> None:
-            flat = output.detach().reshape(-1, output.shape[-1])
-            mask = self._mask.current
-            if mask is not None:
-                flat = flat[mask.reshape(-1).to(torch.bool)]
-            self.energy[name] += float(flat.double().pow(2).sum())
+            self.energy[name] += output_energy(output, self._mask.current)
 
         return hook
 

@@ -75,8 +75,11 @@ class Family:
 
     def speedup(self, dense: nn.Module, model: nn.Module) -> float:
         """`model`'s measured speedup over `dense` (timed interleaved, on rank 0; every rank gets it)."""
+        return on_main(lambda: self._timed_speedup(dense, model))
+
+    def _timed_speedup(self, dense: nn.Module, model: nn.Module) -> float:
         rounds = int(self.settings.search.speedup_rounds)
-        return on_main(lambda: interleaved_speedups(dense, [model], self.settings.hardware, rounds)[0])
+        return interleaved_speedups(dense, [model], self.settings.hardware, rounds)[0]
 
     def pick(
         self,
@@ -89,13 +92,12 @@ class Family:
     ) -> tuple[Choice, dict[str, Any]]:
         """Sizes for `target` from `database` (SPDY on the task loss of `loss_batches`), closed on speedups
         measured against `dense`; searched on rank 0 and handed to every rank."""
-        rounds = int(self.settings.search.speedup_rounds)
 
         def score(candidate: nn.Module) -> float:
             return task_loss(candidate, loss_batches, self.eval_precision)
 
         def measure(candidate: nn.Module) -> float:
-            return interleaved_speedups(dense, [candidate], self.settings.hardware, rounds)[0]
+            return self._timed_speedup(dense, candidate)
 
         def search() -> tuple[Choice, dict[str, Any]]:
             scorer = score if loss_batches else None

@@ -16,7 +16,7 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from ziplm.core.hessian import HessianAccumulator, hessian_hooks
+from ziplm.core.hessian import HessianAccumulator, hessian_hooks, output_energy
 from ziplm.models.adapter import SUBLAYERS, Sublayer
 from ziplm.models.registry import adapter_for
 
@@ -34,11 +34,6 @@ class CalibrationStats:
     """Per (layer, sublayer) statistics; sublayers already removed are absent."""
 
     stats: dict[tuple[int, Sublayer], ProjectionStats] = field(default_factory=dict)
-
-
-def _flat_tokens(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    flat = tensor.reshape(-1, tensor.shape[-1])
-    return flat if mask is None else flat[mask.reshape(-1).to(torch.bool)]
 
 
 def projections(model: nn.Module, layers: Iterable[int]) -> dict[tuple[int, Sublayer], nn.Module]:
@@ -73,7 +68,7 @@ def in_process(show_progress: bool = True) -> Calibrate:
 
             def energy_hook(name: str) -> Any:
                 def hook(_: nn.Module, __: Any, output: torch.Tensor) -> None:
-                    energy[name] += float(_flat_tokens(output.detach(), token_mask.current).double().pow(2).sum())
+                    energy[name] += output_energy(output, token_mask.current)
 
                 return hook
 
