@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from ziplm.config.baselines import parse_baselines
 from ziplm.config.paths import CONF_DIR, EXPERIMENTS_DIR, compose
 from ziplm.eval.metrics import METRICS
 from ziplm.pruning.methods import METHODS
@@ -95,9 +96,23 @@ def _sweep(path: Path) -> dict[str, list[str]]:
 def test_presets_exist() -> None:
     expected = {
         "bert-base-squad-gradual", "bert-base-glue-gradual", "bert-large-squad", "gpt2-zipgpt2",
-        "bert-base-oneshot", "minilm-bbc-family", "minilm-bbc-baselines", "smoke",
+        "bert-base-oneshot", "minilm-bbc-family", "minilm-bbc-baselines", "smoke", "minilm-bbc-students",
+        "minilm-bbc-vs-students",
     }  # fmt: skip
     assert expected <= set(IDS)
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=IDS)
+def test_baselines_are_well_formed_and_bound_to_a_task_the_preset_runs(path: Path) -> None:
+    """Every ``baselines:`` entry parses; one bound to a task names the preset's task or one of its sweep's."""
+    cfg = _composed(path)
+    entries = OmegaConf.to_container(cfg.baselines, resolve=True)
+    parsed = parse_baselines(entries, TASKS)
+    documented = {a.split("=", 1)[1] for line in _lines(path) for a in line.split() if a.startswith("task=")}
+    tasks = {str(cfg.task.name)} | {t for value in documented for t in value.split(",")}
+    for baseline in parsed:
+        assert baseline.task is None or baseline.task in tasks, f"{baseline}: no run of {path.stem} has its task"
+        assert baseline.citation and re.search(r"(19|20)\d\d", baseline.citation), f"{baseline}: cite the model"
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=IDS)
@@ -289,6 +304,7 @@ def _tiny_overrides(path: Path) -> list[str]:
         "trainer.batch_size=16",
         "trainer.eval_batch_size=32",
         "logger=none",
+        "baselines=[]",  # published checkpoints (Hub) and made-here students: tested in tests/pipelines
         "search.targets=[1.5]",
         "pruner.calibration_samples=16",
         "search.spdy_random_starts=1",

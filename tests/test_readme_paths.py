@@ -144,6 +144,11 @@ PATHS: tuple[UserPath, ...] = (
     run("ziplm report outputs logger=none", check="report"),
     run("ziplm report outputs/multirun/minilm-bbc-baselines/<time>", check="report",
         fill={"outputs/multirun/minilm-bbc-baselines/<time>": SWEEP}),
+    run("ziplm report outputs/multirun/smoke/<time> report.publish=experiments/results/smoke", check="report",
+        fill={"outputs/multirun/smoke/<time>": SWEEP, "experiments/results/smoke": "{work}/published"}),
+    run("ziplm latency checkpoint=[<hf folder>,<family/2x>]", "experiment=smoke", "search.speedup_rounds=2",
+        check="compare", fill={**F2X, "<hf folder>": "packaged:minilm"}),  # a plain HF folder (BertModel)
+    run("ziplm serve-bench checkpoint=<hf folder>", *SERVE, check="serve", fill={"<hf folder>": "packaged:minilm"}),
     run("ziplm export checkpoint=<family/2x> [export.formats=[onnx,hf]]", check="export", slow=True,
         fill={**F2X, "[export.formats=[onnx,hf]]": "export.formats=[onnx,hf]"}),
     run("ziplm export checkpoint=outputs/run/default/<time>/family/2x", check="export", slow=True,
@@ -182,6 +187,9 @@ PATHS: tuple[UserPath, ...] = (
     hub("ziplm run experiment=bert-base-oneshot", *GPU),
     run("ziplm run experiment=minilm-bbc-family", *MINILM, slow=True),
     run("ziplm run -m experiment=minilm-bbc-baselines", *MINILM, "logger=none", slow=True),
+    run("ziplm run experiment=minilm-bbc-students", *MINILM, slow=True),
+    # needs the students' exported folders: the whole chain is tests/pipelines/test_students_chain.py
+    UserPath("ziplm run experiment=minilm-bbc-vs-students", "compose"),
     run("ziplm run experiment=gpt2-mini-wiki", *GPT2_MINI, slow=True),
     run("ziplm run experiment=gpt2-mini-wiki pruner.method=layerdrop", *GPT2_MINI, slow=True),
     # Sweeps and launchers
@@ -340,6 +348,7 @@ def _written(name: str) -> Any:
 CHECKS = {"family": _check_family, "config": _check_config, "export": _check_export, "report": _check_report}
 CHECKS |= {"eval": _written("eval.json"), "compress": _written("compression.json")}
 CHECKS |= {"serve": _written("serve_bench.json"), "latency": _written("latency_table.json")}
+CHECKS |= {"compare": _written("latency_compare.json")}
 
 
 def _param(path: UserPath) -> Any:

@@ -14,7 +14,8 @@ import pytest
 import transformers
 
 from tests.report import wandb_records
-from ziplm.config.baselines import parse_baselines
+from ziplm.config.baselines import for_task, parse_baselines
+from ziplm.config.paths import task_options
 from ziplm.models.build import packaged_minilm_path
 
 SMALL = {"vocab_size": 30522, "max_position_embeddings": 128, "num_labels": 2}
@@ -99,11 +100,37 @@ def test_a_baseline_that_cannot_serve_the_task_fails_before_training(tmp_path: P
         ([{"label": "x"}], "checkpoint must be"),
         ([{"checkpoint": "a", "label": "x", "paper": "y"}], "unknown keys"),
         ("a", "must be a list"),
+        ([{"checkpoint": "a", "label": "x", "task": "sst-2"}], "known tasks: .*sst2"),
+        ([{"checkpoint": "a", "label": "x", "task": 2}], "task must name the task"),
     ],
 )
 def test_malformed_baseline_entries_are_refused(entries: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        parse_baselines(entries)
+        parse_baselines(entries, task_options())
+
+
+def test_each_task_of_a_sweep_measures_its_own_baselines() -> None:
+    entries = [
+        {"checkpoint": "distilbert-sst2", "label": "distilbert", "task": "sst2"},
+        {"checkpoint": "distilbert-mnli", "label": "distilbert", "task": "mnli"},  # one label per task is fine
+        {"checkpoint": "any", "label": "anywhere"},
+    ]
+    parsed = parse_baselines(entries, task_options())
+    assert [b.checkpoint for b in for_task(parsed, "mnli")] == ["distilbert-mnli", "any"]
+    assert [b.checkpoint for b in for_task(parsed, "qqp")] == ["any"]
+    with pytest.raises(ValueError, match="used twice"):
+        parse_baselines([*entries, {"checkpoint": "b", "label": "distilbert"}], task_options())
+
+
+def test_a_run_of_another_task_skips_a_task_bound_baseline(tmp_path: Path) -> None:
+    """The preset's SST-2 DistilBERT (3 labels here: it could not serve tiny-cls) is not even checked."""
+    config = transformers.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, **{**SMALL, "num_labels": 3})
+    folder = _save(transformers.DistilBertForSequenceClassification(config), tmp_path / "sst2-only")
+    entry = f"baselines=[{{checkpoint: '{folder}', label: distil, citation: '', task: sst2}}]"
+    done = _run(tmp_path, entry, "logger=none")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (tmp_path / "run" / "smoke").iterdir()
+    assert not (run / "baselines").exists()
 
 
 def test_ziplm_report_lists_the_measured_baselines(tmp_path: Path) -> None:

@@ -46,3 +46,8 @@ def compose(overrides: list[str] | None = None, command: str = "run") -> DictCon
             overrides=[f"command={command}", *(overrides or [])],
             return_hydra_config=False,
         )
+
+
+def task_options() -> list[str]:
+    """The ``task=`` options (``conf/task/*.yaml``): what a baseline's ``task`` may name."""
+    return sorted(path.stem for path in (CONF_DIR / "task").glob("*.yaml"))

@@ -149,7 +149,7 @@ class CompressionConfig:
 class ExportConfig:
     """``ziplm export checkpoint=<member>``: standard formats of a family member."""
 
-    formats: list[str] = field(default_factory=lambda: ["onnx"])  # onnx | hf
+    formats: list[str] = field(default_factory=lambda: ["onnx"])  # onnx | hf | transformers (stock HF, layer-drop)
     output: str | None = None  # default: <checkpoint>/export
     seq_length: int = 128  # example input shape (axes stay dynamic)
     verify: bool = True  # run the ONNX file in onnxruntime and compare with PyTorch
@@ -158,9 +158,9 @@ class ExportConfig:
 
 @dataclass
 class ServeConfig:
-    """``ziplm serve-bench checkpoint=<member>``: latency percentiles under concurrent requests."""
+    """``ziplm serve-bench checkpoint=<member | HF folder | Hub id>``: latency percentiles under concurrent requests."""
 
-    baseline: str | None = None  # a dense model folder; default: the member's dense architecture
+    baseline: str | None = None  # a dense model (folder / Hub id); default: the member's dense architecture
     concurrency: int = 4  # client threads sending requests at once
     requests: int = 200  # per model
     batch_size: int = 1  # sequences per request
@@ -175,6 +175,9 @@ class ReportConfig:
 
     dir: str | None = None
     references: bool = True  # show the presets' published numbers as reference rows
+    # Also write a self-contained copy (report, runs/<label>/ records, publish.md index) into this folder,
+    # e.g. experiments/results/<name>; outside `dir`. Files it does not write there are kept.
+    publish: str | None = None
 
 
 @dataclass
@@ -186,7 +189,9 @@ class Config:
     seed: int = 0
     output_root: str = "outputs"
     cache_dir: str = "outputs/cache"
-    checkpoint: str | None = None  # `ziplm eval`: a saved family member (or HF folder) to evaluate
+    # `ziplm eval` / `serve-bench` / `export`: a member folder, an HF folder or a Hub id; `ziplm latency`: one
+    # or a list ([a,b]) timed against the configured model.
+    checkpoint: Any = None
     model: ModelSchema = MISSING  # type: ignore[valid-type]
     task: TaskSchema = MISSING  # type: ignore[valid-type]
     hardware: HardwareSchema = MISSING  # type: ignore[valid-type]

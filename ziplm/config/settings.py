@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ziplm.config.baselines import Baseline, parse_baselines
+from ziplm.config.baselines import Baseline, for_task, parse_baselines
 from ziplm.core.settings import DistillSettings
 from ziplm.data.spec import TaskSpec
 from ziplm.latency.environment import Environment
@@ -84,8 +84,9 @@ class RunSettings:
             output_root=str(cfg.output_root),
             trainer=_plain(cfg.trainer) if cfg.get("trainer") is not None else {},
             logger=_plain(cfg.logger) if cfg.get("logger") is not None else {},
-            baselines=tuple(
-                parse_baselines(OmegaConf.to_container(cfg.baselines, resolve=True) if "baselines" in cfg else [])
+            baselines=for_task(  # a task sweep's preset lists each task's checkpoints; a run measures its own
+                parse_baselines(OmegaConf.to_container(cfg.baselines, resolve=True) if "baselines" in cfg else []),
+                str(cfg.task.name),
             ),
         )
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ziplm.config.baselines import parse_baselines
 from ziplm.config.instantiable import check_callbacks, check_logger, check_trainer  # the _target_ groups
+from ziplm.config.paths import task_options
 
 # Mirrors of what the consuming modules accept (kept equal to their sources by tests/config/test_validate.py).
 SCHEDULES = ("oneshot", "gradual")
@@ -37,7 +38,7 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda")  # ziplm.pipelines.placement.run_d
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
 _PRECISION_FIX = {"16-true": "16-mixed", "16": "16-mixed", "bf16-true": "bf16-mixed", "bf16": "bf16-mixed"}
 UNSTRUCTURED = ("none", "obs", "magnitude")  # ziplm.compress.compound.UNSTRUCTURED_METHODS
-EXPORT_FORMATS = ("onnx", "hf")  # ziplm.pipelines.export.FORMATS
+EXPORT_FORMATS = ("onnx", "hf", "transformers")  # ziplm.pipelines.export.FORMATS
 # Commands that build the model from the `model` group (the others load a saved `checkpoint=` member),
 # so only they are checked against the model's dims.
 MODEL_COMMANDS = ("run", "prune", "latency", "smoke")
@@ -148,7 +149,7 @@ def validate_config(cfg: DictConfig) -> None:
         values = model if group == "model" else _plain(cfg, group)
         if values is not None:
             check(values)
-    parse_baselines(OmegaConf.to_container(cfg.baselines, resolve=True) if "baselines" in cfg else [])
+    parse_baselines(OmegaConf.to_container(cfg.baselines, resolve=True) if "baselines" in cfg else [], task_options())
     if command == "compress":
         _check_int8_environment(cfg)
 

@@ -26,6 +26,14 @@ _AUTO = {
     "lm": ("AutoModelForCausalLM", ("LMHeadModel", "ForCausalLM")),
 }
 _HEADS = ("ForSequenceClassification", "ForQuestionAnswering", "LMHeadModel", "ForCausalLM", "ForMaskedLM")
+# Architecture-name suffix -> the Auto class that loads it for timing (any head; a bare model: AutoModel).
+_TIMING_AUTO = (
+    ("ForSequenceClassification", "AutoModelForSequenceClassification"),
+    ("ForQuestionAnswering", "AutoModelForQuestionAnswering"),
+    ("LMHeadModel", "AutoModelForCausalLM"),
+    ("ForCausalLM", "AutoModelForCausalLM"),
+    ("ForMaskedLM", "AutoModelForMaskedLM"),
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,37 @@ def load_checkpoint(
     model = from_source(auto.from_pretrained, source, f"{kind} model", setting, dtype=torch.float32)
     tokenizer = folder.is_dir() and any((folder / name).is_file() for name in ("tokenizer.json", "vocab.txt"))
     return Checkpoint(model.to(device).eval(), source, False, tokenizer or not folder.is_dir())
+
+
+def load_for_timing(source: str, device: torch.device | str, setting: str = "checkpoint") -> Checkpoint:
+    """Any checkpoint (member folder, HF folder or Hub id, any head) as a float32 model to time or serve.
+
+    Unlike `load_checkpoint` the head is not checked against a task: time does not depend on what the
+    head was fine-tuned for, so a DistilBERT fine-tuned on SST-2 can be timed next to a member of any task.
+    Raises FileNotFoundError / ValueError as `check_checkpoint` (missing folder, offline Hub id, not a model).
+    """
+    folder = Path(source).expanduser()
+    if is_member(source):
+        model = load_pruned(folder, device=str(device), dtype="float32")
+        return Checkpoint(model.eval(), source, True, (folder / "tokenizer_config.json").is_file())
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise ValueError(
+            f"{setting}={source} is neither a ziplm family member (no {MANIFEST}) nor a Hugging Face model "
+            "folder (no config.json); pass a member folder (family/<S>x), an HF folder or a Hub id"
+        )
+    import transformers
+
+    config = from_source(transformers.AutoConfig.from_pretrained, source, "model config", setting)
+    architectures = list(getattr(config, "architectures", None) or [])
+    names = [auto for suffix, auto in _TIMING_AUTO if any(a.endswith(suffix) for a in architectures)]
+    auto = getattr(transformers, names[0] if names else "AutoModel")
+    if type(config) not in auto._model_mapping:
+        raise ValueError(
+            f"{setting}={source}: architecture {config.model_type!r} cannot be loaded by transformers "
+            f"{transformers.__version__} ({auto.__name__})"
+        )
+    model = from_source(auto.from_pretrained, source, "model", setting, dtype=torch.float32)
+    return Checkpoint(model.to(device).eval(), source, False, False)
 
 
 def _check_head(where: str, config: Any, kind: str, num_labels: int | None) -> None:

@@ -59,3 +59,26 @@ def member_folder(checkpoint: Any, command: str) -> Path:
     if not (folder / MANIFEST).is_file():
         raise ValueError(f"{folder} is not a ziplm model folder (no {MANIFEST}); pass a family member folder")
     return folder
+
+
+def configured_model(cfg: DictConfig) -> Any:
+    """The dense model of the ``model`` group with the task's head (its label count), in eval mode: what
+    `ziplm latency` tables and what plain checkpoints are timed against."""
+    from ziplm.models.build import build_model
+
+    num_labels = cfg.task.get("num_labels")
+    head = task_head(cfg)
+    extra = {"num_labels": int(num_labels)} if head == "classification" and num_labels else {}
+    return build_model(model_spec(cfg), head, **extra).eval()
+
+
+def checkpoint_sources(value: Any, command: str) -> list[str]:
+    """`checkpoint=` as a list of sources (one, or a list for ``ziplm latency``); empty -> a clear error."""
+    if value is None or (isinstance(value, str) and not value.strip()) or (not isinstance(value, str) and not value):
+        raise ValueError(
+            f"ziplm {command} needs checkpoint=<a member folder (outputs/run/.../family/2x), an HF folder or a Hub id>"
+        )
+    values = [value] if isinstance(value, str) else [str(v) for v in value]
+    if any(not v.strip() for v in values):
+        raise ValueError(f"checkpoint={value}: an empty entry; give each checkpoint as a folder or Hub id")
+    return values

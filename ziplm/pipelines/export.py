@@ -1,7 +1,8 @@
-"""``ziplm export checkpoint=<member> [export.formats=[onnx,hf]]``: standard formats of a family member.
+"""``ziplm export checkpoint=<member> [export.formats=[onnx,hf,transformers]]``: standard formats of a member.
 
-Writes ``model.onnx`` (checked against PyTorch in onnxruntime unless ``export.verify=false``) and/or
-``hf/`` (a self-contained copy in ``save_pruned`` format, with the member's tokenizer) under
+Writes ``model.onnx`` (checked against PyTorch in onnxruntime unless ``export.verify=false``),
+``hf/`` (a self-contained copy in ``save_pruned`` format, with the member's tokenizer) and/or
+``transformers/`` (a stock Hugging Face folder that loads without ziplm; layer-drop members only) under
 ``export.output`` (default ``<checkpoint>/export``), plus ``export.json`` recording what was written.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,14 @@ from torch import nn
 
 from ziplm.deploy.onnx_export import export_onnx, max_positions, verify_onnx
 from ziplm.models import adapter_for, current_structure, load_pruned, save_pruned
+from ziplm.models.adapter import STRUCTURE_CONFIG_KEY
+from ziplm.models.plain_export import max_abs_diff, plain_model, reload_plain, save_plain
 from ziplm.pipelines.common import member_folder
 
-FORMATS = ("onnx", "hf")
+FORMATS = ("onnx", "hf", "transformers")
 ONNX_FILE = "model.onnx"
 HF_FOLDER = "hf"
+TRANSFORMERS_FOLDER = "transformers"
 RECORD = "export.json"
 VERIFY_SEQ_LENGTH = 32  # parity batch length (short: the check runs both models on CPU)
 
@@ -62,6 +67,54 @@ def _export_hf(model: nn.Module, folder: Path, target: Path) -> Path:
     return target
 
 
+def whole_layers(model: nn.Module) -> list[int]:
+    """Kept layers of a member whose every layer is whole or fully removed; ValueError (one line) otherwise."""
+    adapter = adapter_for(model)
+    dims = adapter.dims(model)
+    structure = current_structure(model, dims)
+    partial = [
+        i
+        for i, la in enumerate(structure.layers)
+        if (la.heads or la.neurons) and (len(la.heads) != dims.num_heads or len(la.neurons) != dims.intermediate_size)
+    ]
+    if partial:
+        raise ValueError(
+            f"export.formats=[transformers] needs every layer whole or fully removed, but layers {partial} have "
+            "partial widths (stock transformers has one width for all layers); "
+            "use export.formats=[hf] for a ziplm folder or export.formats=[onnx]"
+        )
+    kept = [i for i, la in enumerate(structure.layers) if la.heads]
+    if not kept:
+        raise ValueError("export.formats=[transformers] needs at least one kept layer; this member has none")
+    return kept
+
+
+def _export_transformers(model: nn.Module, kept: list[int], folder: Path, target: Path, seq: int, atol: float) -> float:
+    """A stock HF folder of the kept layers, checked against the member before the save and after a reload.
+
+    Written next to `target` and renamed into place, so a failed check leaves no half-made folder behind.
+    """
+    if target.exists() and any(target.iterdir()) and not (target / "config.json").is_file():
+        raise FileExistsError(f"{target} exists and is not a Hugging Face model folder; refusing to overwrite it")
+    plain = plain_model(model, adapter_for(model).layers(model), kept, STRUCTURE_CONFIG_KEY)
+    built = max_abs_diff(model, plain, seq)
+    if built > atol:
+        raise ValueError(f"the plain transformers model differs from the member by {built:.3g} > export.atol={atol:g}")
+    tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save_plain(plain, tmp, folder if (folder / "tokenizer_config.json").is_file() else None)
+        diff = max_abs_diff(model, reload_plain(model, tmp), seq)
+        if diff > atol:
+            raise ValueError(f"the folder reloaded with transformers differs from the member by {diff:.3g} > {atol:g}")
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return diff
+
+
 def _files(output: Path, written: list[Path]) -> dict[str, int]:
     """Files this export wrote (relative path -> bytes); other files in `output` are not ours to list."""
     found: list[Path] = []
@@ -90,6 +143,7 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
     if output.exists() and not output.is_dir():
         raise FileExistsError(f"export.output {output} is a file; pass a folder")
     model = load_pruned(folder)
+    kept = whole_layers(model) if "transformers" in formats else []  # refuse before anything is written
     console = Console()
     output.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"checkpoint": str(folder), "formats": formats, "onnx_max_abs_diff": None}
@@ -111,6 +165,15 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
     if "hf" in formats:
         written.append(_export_hf(model, folder, output / HF_FOLDER))
         console.print(f"wrote {written[-1]}")
+    if "transformers" in formats:
+        limit = max_positions(model)
+        seq = min(VERIFY_SEQ_LENGTH, limit) if limit is not None else VERIFY_SEQ_LENGTH
+        atol = float(settings.atol)
+        target = output / TRANSFORMERS_FOLDER
+        record["transformers_max_abs_diff"] = _export_transformers(model, kept, folder, target, seq, atol)
+        record["transformers_layers"] = kept
+        written.append(target)
+        console.print(f"wrote {target} (layers {kept}; max abs diff {record['transformers_max_abs_diff']:.3g})")
     record["files"] = _files(output, written)
     record["total_bytes"] = sum(record["files"].values())
     record["versions"] = _versions()

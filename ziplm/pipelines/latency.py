@@ -1,4 +1,5 @@
-"""``ziplm latency model=… hardware=…``: measure (or reuse) the latency table of an inference environment."""
+"""``ziplm latency model=… hardware=…``: measure (or reuse) the latency table of an inference environment;
+with ``checkpoint=<src>`` (or a list), time those checkpoints against the configured model instead."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ziplm.core.latency import LatencyModel, LatencyTable
-from ziplm.models import adapter_for, build_model
-from ziplm.pipelines.common import environment, model_spec, task_head, to_dict
+from ziplm.models import adapter_for
+from ziplm.pipelines.common import configured_model, environment, to_dict
 from ziplm.pipelines.outputs import run_dir
 from ziplm.pruning.levels_database import DatabaseSettings, PrunerSettings
 
@@ -50,9 +51,14 @@ def run_latency(cfg: DictConfig) -> None:
     """Measure the table for the configured model × hardware (or reuse the cached one) and save it."""
     from ziplm.latency.cache import load_or_measure
 
+    if cfg.get("checkpoint") is not None:  # time checkpoints (members, HF folders, Hub ids) against `model`
+        from ziplm.pipelines.checkpoint_latency import run_checkpoint_latency
+
+        run_checkpoint_latency(cfg)
+        return
     console = Console()
     out = run_dir(cfg)
-    model = build_model(model_spec(cfg), task_head(cfg), **_head_kwargs(cfg)).eval()
+    model = configured_model(cfg)
     dims = adapter_for(model).dims(model)
     heads, ffn = level_grids(cfg, dims.num_heads, dims.intermediate_size)
     table, path, cached = load_or_measure(model, environment(cfg), heads, ffn, cfg.cache_dir)
@@ -60,8 +66,3 @@ def run_latency(cfg: DictConfig) -> None:
     console.print(summary_table(table, dims.num_layers, f"{cfg.model.name} on {cfg.hardware.name}"))
     print_self_check(console, table)
     console.print(f"{'reused cached' if cached else 'measured'} table {path}; copy in {out / 'latency_table.json'}")
-
-
-def _head_kwargs(cfg: DictConfig) -> dict[str, int]:
-    num_labels = cfg.task.get("num_labels")
-    return {"num_labels": int(num_labels)} if task_head(cfg) == "classification" and num_labels else {}

@@ -2,15 +2,19 @@
 
 Writes sweep.md, sweep.csv and ``pareto_<model>_<task>_<hardware>.png`` into ``<dir>`` itself, beside
 the runs it summarises (the same files a multirun's SweepReportCallback writes into its sweep folder).
+With ``report.publish=<folder>`` it also writes a self-contained copy there (see `ziplm.report.publish`),
+so committed results come from this command alone.
 """
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from ziplm.report.publish import check_publish_target, publish_report
 from ziplm.report.sweep import SweepTable, collect_runs, report_group
 from ziplm.report.sweep_render import CSV_COLUMNS, csv_rows, write_sweep_report
 from ziplm.report.tracking import RunLabels, log_sweep_report
@@ -42,6 +46,7 @@ def summary(table: SweepTable) -> str:
 def run_report(cfg: DictConfig) -> None:
     """Collect every pruning run under ``cfg.report.dir`` and write the sweep report there."""
     root = _report_root(cfg.report.dir)
+    publish = check_publish_target(cfg.report.get("publish"), root)  # before anything is written
     table = collect_runs(root)
     if not table.runs:
         skipped = f" (only other commands' runs: {', '.join(table.skipped)})" if table.skipped else ""
@@ -66,6 +71,11 @@ def run_report(cfg: DictConfig) -> None:
     console = Console()
     console.print(summary(table))
     console.print(f"[green]report[/green]: {report.markdown}  table: {report.csv}  plots: {len(report.plots)}")
+    if publish is not None:
+        command = ["ziplm", "report", str(root), f"report.publish={publish}"]
+        command += [] if references else ["report.references=false"]
+        published = publish_report(table, publish, references, shlex.join(command))
+        console.print(f"[green]published[/green]: {published.index} ({len(published.runs)} runs)")
 
 
 def tracker_labels(cfg: DictConfig) -> RunLabels:

@@ -1,4 +1,5 @@
-"""``ziplm serve-bench checkpoint=<member>``: latency percentiles and throughput under concurrent requests.
+"""``ziplm serve-bench checkpoint=<member | HF folder | Hub id>``: latency percentiles and throughput under
+concurrent requests.
 
 The member is served next to a dense baseline in one interleaved run (see `ziplm.deploy.serving`), so
 both see the same machine state; the speedups reported are of p50 latency and of throughput.
@@ -20,10 +21,9 @@ from torch import nn
 
 from ziplm.deploy.serving import ServeResult, ServeSettings, dense_architecture, paired_speedups, serve_benchmark
 from ziplm.latency.measure import device_name
-from ziplm.models import count_parameters, load_pruned
-from ziplm.models.build import resolve_source
-from ziplm.models.io import MANIFEST
-from ziplm.pipelines.common import member_folder
+from ziplm.models import count_parameters
+from ziplm.models.checkpoint import Checkpoint, load_for_timing
+from ziplm.pipelines.common import checkpoint_sources, configured_model
 from ziplm.pipelines.outputs import run_dir
 
 RANDOM_WEIGHTS_NOTE = (
@@ -52,31 +52,20 @@ def serve_settings(cfg: DictConfig) -> ServeSettings:
     )
 
 
-def load_baseline(source: str | None, member: nn.Module, device: str) -> tuple[nn.Module, str]:
+def load_baseline(source: str | None, member: Checkpoint, device: str, cfg: DictConfig) -> tuple[nn.Module, str]:
     """The dense model to compare with, and a line saying what it is.
 
-    `source`: None (the member's dense architecture, random weights), ``packaged:minilm``, a ziplm
-    model folder, or a plain Hugging Face model folder (config.json + weights).
+    `source`: a ziplm folder, a plain Hugging Face folder, a Hub id or ``packaged:minilm``. Unset: a
+    member's dense architecture with random weights; for a plain checkpoint, the configured ``model=``.
     """
-    if not source:
-        return dense_architecture(member), RANDOM_WEIGHTS_NOTE
-    path = Path(resolve_source(source)) if source.startswith("packaged:") else Path(source)
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"serve.baseline={source}: no such folder; pass a ziplm or Hugging Face model folder, "
-            "or leave serve.baseline unset to use the member's dense architecture"
-        )
-    if (path / MANIFEST).is_file():
-        return load_pruned(path, device=device), f"dense baseline = ziplm model folder {path}"
-    if not (path / "config.json").is_file():
-        raise ValueError(f"serve.baseline={source} has neither {MANIFEST} nor config.json: not a model folder")
-    import transformers
-
-    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-    architecture = (getattr(config, "architectures", None) or [None])[0]
-    cls = getattr(transformers, architecture, None) if architecture else None
-    model = (cls or transformers.AutoModel).from_pretrained(path, local_files_only=True)
-    return model.to(device).eval(), f"dense baseline = Hugging Face model folder {path}"
+    if source:
+        baseline = load_for_timing(source, device, "serve.baseline")
+        kind = "ziplm model folder" if baseline.is_member else "Hugging Face model folder"
+        kind = kind if Path(source).expanduser().is_dir() or baseline.is_member else "Hugging Face checkpoint"
+        return baseline.model, f"dense baseline = {kind} {source}"
+    if member.is_member:
+        return dense_architecture(member.model), RANDOM_WEIGHTS_NOTE
+    return configured_model(cfg).to(device), f"dense baseline = model={cfg.model.name} ({cfg.model.source})"
 
 
 def speedups(results: list[ServeResult]) -> list[dict[str, float]]:
@@ -133,12 +122,15 @@ def markdown(record: dict[str, Any]) -> str:
 def run_serve_bench(cfg: DictConfig) -> dict[str, Any]:
     """Serve the member and its dense baseline under the same load; print and save the figures."""
     settings = serve_settings(cfg)
-    folder = member_folder(cfg.get("checkpoint"), "serve-bench")
-    device = str(cfg.hardware.device)
-    member = load_pruned(folder, device=device)
-    baseline, note = load_baseline(cfg.serve.get("baseline"), member, device)
-    names = ["dense", folder.name if folder.name != "dense" else "member"]
-    models = dict(zip(names, (baseline, member), strict=True))
+    sources = checkpoint_sources(cfg.get("checkpoint"), "serve-bench")
+    if len(sources) != 1:
+        raise ValueError(f"ziplm serve-bench serves one checkpoint at a time; got checkpoint={sources}")
+    source, device = sources[0], str(cfg.hardware.device)
+    checkpoint = load_for_timing(source, device, "checkpoint")
+    baseline, note = load_baseline(cfg.serve.get("baseline"), checkpoint, device, cfg)
+    name = Path(source).name or source
+    names = ["dense", name if name != "dense" else "member"]
+    models = dict(zip(names, (baseline, checkpoint.model), strict=True))
     console = Console()
     console.print(
         f"serve-bench: {settings.concurrency} clients x {settings.requests} requests per model, "
@@ -152,7 +144,7 @@ def run_serve_bench(cfg: DictConfig) -> dict[str, Any]:
         for r, n, s in zip(results, params, speedups(results), strict=True)
     ]
     record = {
-        "checkpoint": str(folder),
+        "checkpoint": source,
         "baseline": note,
         "device_name": device_name(device),
         "threads": threads,
@@ -162,6 +154,6 @@ def run_serve_bench(cfg: DictConfig) -> dict[str, Any]:
     out = run_dir(cfg)
     (out / "serve_bench.json").write_text(json.dumps(record, indent=2) + "\n")
     (out / "serve_bench.md").write_text(markdown(record))
-    console.print(results_table(results, params, f"serving {folder.name} vs dense ({threads} threads)"))
+    console.print(results_table(results, params, f"serving {names[1]} vs dense ({threads} threads)"))
     console.print(f"{SPEEDUP_NOTE}\n{note}\nwrote {out / 'serve_bench.json'} and {out / 'serve_bench.md'}")
     return record
