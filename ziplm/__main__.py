@@ -193,5 +193,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run_with_hydra(COMMANDS[name], rest)
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The ``ziplm`` console script and ``python -m ziplm``: `main`, restarted first under tuned malloc if needed.
+
+    glibc reads ``GLIBC_TUNABLES`` only at process start, so a timing command run without an allocator
+    choice re-executes itself once with :data:`ziplm.latency.allocator.TUNED_GLIBC` (see that module);
+    `main` never does, so tests can call it in-process.
+    """
+    from ziplm.latency.allocator import reexec_args_for_allocator
+
+    args = sys.argv[1:]
+    env = reexec_args_for_allocator(args, os.environ)
+    if env is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, "-m", "ziplm", *args], env)
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -264,7 +264,7 @@ def test_refit_draws_the_same_anchors_another_way(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(measure, "interleaved_medians", convex)
     grid = [64, 56, 48, 40, 32, 24, 16, 8, 0]
-    table = measure_latency_table(build_model(TINY_BERT, "base"), QUICK, [4, 3, 2, 1, 0], grid, False)
+    table = measure_latency_table(build_model(TINY_BERT, "base"), QUICK, [4, 3, 2, 1, 0], grid, False, mixed=0)
     anchors = {int(k) for k in table.metadata["anchors"]["ffn"]}
     between = [m for m in grid if m not in anchors]
     assert all(table.ffn[m] == pytest.approx(1e-4 * m**2, abs=1e-12) for m in anchors)

@@ -11,6 +11,7 @@ import torch
 from ziplm.config.paths import compose
 from ziplm.core.latency import LatencyModel, LatencyTable
 from ziplm.core.structure import Structure
+from ziplm.latency.speedup import MeasuredSpeedup
 from ziplm.models import load_pruned
 from ziplm.pipelines import members, prune, schedules
 
@@ -33,10 +34,10 @@ def _linear_table(model: object, env: object, heads: list[int], ffn: list[int], 
 
 
 def _table_machine(bias: float = 1.0) -> object:
-    """`interleaved_speedups` of a machine whose every structure runs `bias` × as fast as the linear table
+    """`timed_speedups` of a machine whose every structure runs `bias` × as fast as the linear table
     predicts: deterministic, so the measured-speedup loop can be tested exactly."""
 
-    def speedups(dense: object, models: list[torch.nn.Module], *_: object) -> list[float]:
+    def speedups(dense: object, models: list[torch.nn.Module], *_: object) -> list[MeasuredSpeedup]:
         results = []
         for model in models:
             structure = Structure.from_dict(model.config.ziplm_structure)
@@ -45,7 +46,7 @@ def _table_machine(bias: float = 1.0) -> object:
             seconds = overhead + sum(
                 0.1 * len(la.heads) / heads + 0.3 * len(la.neurons) / ffn for la in structure.layers
             )
-            results.append(bias / seconds)
+            results.append(MeasuredSpeedup(bias / seconds, bias / seconds, bias / seconds, 5))
         return results
 
     return speedups
@@ -56,7 +57,8 @@ def _run(
 ) -> None:
     monkeypatch.setattr(prune, "run_dir", lambda cfg: out.mkdir(parents=True, exist_ok=True) or out)
     monkeypatch.setattr(prune, "load_or_measure", _linear_table)
-    monkeypatch.setattr(members, "interleaved_speedups", _table_machine(machine_bias))
+    monkeypatch.setattr(members, "timed_speedups", _table_machine(machine_bias))
+    monkeypatch.setattr(members, "noise_floor", lambda *_: MeasuredSpeedup(1.0, 0.995, 1.005, 5))
     cfg = compose([*SMOKE, f"output_root={tmp_path}", f"cache_dir={tmp_path / 'cache'}", *overrides])
     prune.run_prune(cfg)
 

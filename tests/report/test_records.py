@@ -103,7 +103,8 @@ def test_report_table_and_notes_are_unchanged(tmp_path: Path) -> None:
     assert len(header) == 10 and [r[0] for r in rows] == ["dense", "1.5x", "2x"]
     assert correction_notes(members) == [
         "member 1.5x: searched at 1.50× (table 1.50×) → measured 1.31×; searched at 1.62× (table 1.62×) → measured "
-        "1.47×; kept the one searched at 1.62× (closest to 1.50×; its measured column is a fresh measurement)"
+        "1.47×; kept the one searched at 1.62× (of those measured at least 1.50× × (1 − tolerance), the closest; else "
+        "the fastest)"
     ]
     write_report(tmp_path, dense, members, "accuracy", "title")
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()

@@ -315,6 +315,7 @@ def _check_search(values: Mapping[str, Any], schedule: str) -> None:
     g.integer("spdy_random_starts", 0, 10, note=" (0 = no random restarts)")
     g.integer("spdy_local_steps", 0, 10)
     g.integer("speedup_rounds", 1, 15)
+    g.number("speedup_ci", 0.01, "(0, 1)", note=" (0.01 = time until the speedup's ~95% interval is within 1%)")
     g.number("speedup_tolerance", 0.03, "[0, 1)", note=" (0.03 = measured within 3% of the target)")
     g.integer("speedup_corrections", 0, 2, note=" (0 = trust the latency table)")
 

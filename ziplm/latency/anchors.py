@@ -82,6 +82,29 @@ def check_choices(
     return choices
 
 
+def mixed_choices(
+    num_layers: int, head_levels: Sequence[int], ffn_levels: Sequence[int], count: int, seed: int = 1
+) -> list[list[tuple[int, int]]]:
+    """Structures like a search's picks, to fit the table on: dense layers beside small and removed ones.
+
+    SPDY's picks are extreme mixtures (MiniLM 3x: FFN 80 of 1536 next to 1244, 3 heads next to 11); random
+    uniform draws rarely are. Each layer here is dense, removed or at a level drawn log-uniformly (small
+    levels as often as large ones), so the fit sees the width changes a search makes.
+    """
+    rng = random.Random(seed)
+    heads, ffn = sorted(set(head_levels) - {0}), sorted(set(ffn_levels) - {0})
+
+    def level(levels: list[int]) -> int:
+        draw = rng.random()
+        if draw < 0.25:
+            return levels[-1]
+        if draw < 0.4:
+            return 0
+        return min(levels, key=lambda k: abs(k - levels[-1] ** rng.random()))
+
+    return [[(level(heads), level(ffn)) for _ in range(num_layers)] for _ in range(count)]
+
+
 def interpolate_with_shape(isolated: Mapping[int, float], anchors: Mapping[int, float]) -> dict[int, float]:
     """Values at every level of `isolated`: exact at anchors, following the isolated curve in between."""
     points = sorted(anchors)

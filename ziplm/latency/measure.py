@@ -25,7 +25,9 @@ from rich.progress import Progress
 from torch import nn
 
 from ziplm.core.latency import LatencyModel, LatencyTable
-from ziplm.latency.anchors import check_choices, in_situ_times, smooth_anchors, through_anchors
+from ziplm.core.latency_fit import FittedCosts, fit_costs
+from ziplm.latency.allocator import current_allocator
+from ziplm.latency.anchors import check_choices, in_situ_times, mixed_choices, smooth_anchors, through_anchors
 from ziplm.latency.engines import compiled_call, onnxruntime_call
 from ziplm.latency.environment import DTYPE_NAMES as DTYPE_NAMES  # re-exported: their home is torch-free
 from ziplm.latency.environment import ENGINES as ENGINES
@@ -33,8 +35,12 @@ from ziplm.latency.environment import Environment as Environment
 from ziplm.models.registry import adapter_for
 
 DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}  # float32 | float16 | bfloat16
-ANCHORS_PER_KIND = 7  # whole-model timings per sublayer kind; more = slower table, smaller interpolation error
+ANCHORS_PER_KIND = 7  # whole-model timings per sublayer kind: the fit's knots and its prior
 CHECKS = 2  # uneven structures timed with the anchors: the table's own predicted-vs-measured check
+MIXED = 12  # search-like mixed structures the per-level costs and context costs are fitted to
+FIT_RIDGE = 1e-2  # pull of each fitted knot towards its anchor estimate (relative to the timings' scale)
+ANCHOR_MODEL = "additive, whole-model anchors + smallest kept level, per-round ratios, anchors kept (v8)"
+LATENCY_MODEL = "additive + width-change context, fitted to anchors and mixed structures (v9)"
 # How every level's time is drawn from the anchors: "lines" (straight lines between anchors: what tables use)
 # or "quadratic" (a least-squares curve, kept to compare; benchmarks/LATENCY_NOTES.md has the A/B).
 FITS: dict[str, Callable[[Sequence[int], Mapping[int, float]], dict[int, float]]] = {
@@ -57,7 +63,11 @@ def device_name(device: str) -> str:
 
 
 def environment_fingerprint(
-    env: Environment, model: nn.Module, head_levels: Sequence[int], ffn_levels: Sequence[int]
+    env: Environment,
+    model: nn.Module,
+    head_levels: Sequence[int],
+    ffn_levels: Sequence[int],
+    latency_model: str = LATENCY_MODEL,
 ) -> dict[str, Any]:
     """Everything a table's timings depend on, compared key by key on reuse (sdpa and eager attention differ)."""
     import transformers
@@ -69,6 +79,7 @@ def environment_fingerprint(
     return {
         **fields,
         "threads": torch.get_num_threads() if env.device == "cpu" else None,
+        "allocator": current_allocator(),
         "device_name": device_name(env.device),
         "torch": torch.__version__.split("+")[0],
         "transformers": transformers.__version__,
@@ -77,7 +88,7 @@ def environment_fingerprint(
         "dims": adapter_for(model).dims(model).to_dict(),
         "head_levels": list(head_levels),
         "ffn_levels": list(ffn_levels),
-        "latency_model": "additive, whole-model anchors + smallest kept level, per-round ratios, anchors kept (v8)",
+        "latency_model": latency_model,
     }
 
 
@@ -133,45 +144,74 @@ def measure_latency_table(
     head_levels: Sequence[int],
     ffn_levels: Sequence[int],
     show_progress: bool = True,
+    mixed: int | None = None,
 ) -> LatencyTable:
     """Per-level sublayer times as they cost *inside* the model (see `ziplm.latency.anchors`).
 
-    Whole uniformly pruned models are timed interleaved at anchor levels; levels between anchors are
-    drawn on straight lines (`through_anchors`). The anchors are stored, so `refit_table` can draw the
-    same measurements another way.
+    Whole uniformly pruned models are timed interleaved at anchor levels, together with `mixed` structures
+    shaped like a search's picks (`mixed_choices`); per-level costs and a per-width-change context cost are
+    fitted to all of them (`ziplm.core.latency_fit`), with the anchor estimates as the fit's prior.
+    ``mixed=0``: the anchors alone, on straight lines (the v8 table). Two further uneven structures are
+    held out of the fit as the table's own predicted-vs-measured `self_check`.
     """
     env.validate()
-    fingerprint = environment_fingerprint(env, model, head_levels, ffn_levels)
+    mixed = MIXED if mixed is None else mixed
+    version = LATENCY_MODEL if mixed else ANCHOR_MODEL
+    fingerprint = environment_fingerprint(env, model, head_levels, ffn_levels, latency_model=version)
     num_layers = adapter_for(model).dims(model).num_layers
     checks = check_choices(num_layers, head_levels, ffn_levels, CHECKS)
+    fitted = mixed_choices(num_layers, head_levels, ffn_levels, mixed)
     rounds = max(5, env.repetitions)
     with Progress(disable=not show_progress, transient=True) as progress:
-        progress.add_task(f"latency table: whole-model anchors x {rounds} rounds", total=None)
-        base, attn_anchor, ffn_anchor, probes, check_seconds = in_situ_times(
+        progress.add_task(f"latency table: {len(fitted)} mixed structures + anchors x {rounds} rounds", total=None)
+        base, attn_anchor, ffn_anchor, probes, extra_seconds = in_situ_times(
             model,
             head_levels,
             ffn_levels,
             lambda models: interleaved_medians(models, env, rounds),
             anchors_per_kind=ANCHORS_PER_KIND,
-            checks=checks,
+            checks=[*fitted, *checks],
         )
+    fitted_seconds, check_seconds = extra_seconds[: len(fitted)], extra_seconds[len(fitted) :]
     attention, ffn = _curves(attn_anchor, ffn_anchor, head_levels, ffn_levels, "lines")
-    self_check = _self_check(
-        LatencyTable(environment=fingerprint, base_time=base, attention=attention, ffn=ffn), checks, check_seconds
-    )
-    return LatencyTable(
-        environment=fingerprint,
-        base_time=base,
-        attention=attention,
-        ffn=ffn,
-        metadata={
-            "whole_model_probes": probes,
-            "rounds": rounds,
-            "anchors_per_kind": ANCHORS_PER_KIND,
-            "self_check": self_check,  # uneven structures: additive prediction vs measurement
-            "anchors": {"attention": attn_anchor, "ffn": ffn_anchor},  # per-layer seconds: `refit_table`
-        },
-    )
+    metadata: dict[str, Any] = {
+        "whole_model_probes": probes,
+        "rounds": rounds,
+        "anchors_per_kind": ANCHORS_PER_KIND,
+        "anchors": {"attention": attn_anchor, "ffn": ffn_anchor},  # per-layer seconds: `refit_table`
+    }
+    if fitted:
+        observed: list[tuple[Sequence[tuple[int, int]], float]] = [
+            ([(int(p["heads"]), int(p["neurons"]))] * num_layers, float(p["seconds"])) for p in probes
+        ]
+        observed += zip(fitted, fitted_seconds, strict=True)
+        attention, ffn, fit = _regression(observed, attn_anchor, ffn_anchor, head_levels, ffn_levels)
+        metadata.update(fit)
+    table = LatencyTable(environment=fingerprint, base_time=base, attention=attention, ffn=ffn, metadata=metadata)
+    table.metadata["self_check"] = _self_check(table, checks, check_seconds)  # held out of the fit
+    return table
+
+
+def _regression(
+    observed: Sequence[tuple[Sequence[tuple[int, int]], float]],
+    attn_anchor: Mapping[int, float],
+    ffn_anchor: Mapping[int, float],
+    head_levels: Sequence[int],
+    ffn_levels: Sequence[int],
+) -> tuple[dict[int, float], dict[int, float], dict[str, Any]]:
+    """Per-level times and context costs fitted to every timed structure, the anchors as the prior."""
+    overhead = min(s for c, s in observed if all(h == 0 and m == 0 for h, m in c))
+    prior = FittedCosts(overhead, dict(attn_anchor), dict(ffn_anchor), 0.0, 0.0, 0.0)
+    fit = fit_costs(observed, list(attn_anchor), list(ffn_anchor), prior=prior, ridge=FIT_RIDGE)
+    attention = _removal_free(monotone_times(fit.level_times(head_levels, "attention")))
+    ffn = _removal_free(monotone_times(fit.level_times(ffn_levels, "ffn")))
+    record = {
+        "fit": "regression",
+        "context": {"attention": fit.context_attention, "ffn": fit.context_ffn},
+        "fit_residual": fit.residual,  # relative RMS error on the timed structures
+        "observations": [{"choice": [list(layer) for layer in c], "seconds": s} for c, s in observed],
+    }
+    return attention, ffn, record
 
 
 def _curves(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from ziplm.core.latency import LatencyModel
 from ziplm.core.structure import Structure
 from ziplm.data.task_data import TaskData
 from ziplm.eval.evaluate import task_loss
-from ziplm.latency.measure import interleaved_speedups
+from ziplm.latency.speedup import MeasuredSpeedup, noise_floor, timed_speedups
 from ziplm.lit.distill import distill_stage
 from ziplm.lit.distributed import barrier, is_main, on_main
 from ziplm.lit.phases import evaluate
@@ -31,7 +31,7 @@ from ziplm.models.io import count_encoder_parameters
 from ziplm.pipelines.placement import eval_precision
 from ziplm.pruning.layerdrop import choose_layer_count, distillation_pairs, drop_to_identity, spread_layers
 from ziplm.pruning.search import pick_measured
-from ziplm.pruning.targets import Choice
+from ziplm.pruning.targets import Choice, target_status
 from ziplm.report.records import MemberRecord
 
 METRICS_FILE = "metrics.json"
@@ -45,6 +45,8 @@ class Family:
     data: TaskData
     out: Path
     device: torch.device
+    # Rank 0's timing state: "noise" (dense vs its own copy, `noise_floor`), measured once per run.
+    timing: dict[str, MeasuredSpeedup] = field(default_factory=dict)
 
     @property
     def eval_precision(self) -> str:
@@ -75,11 +77,28 @@ class Family:
 
     def speedup(self, dense: nn.Module, model: nn.Module) -> float:
         """`model`'s measured speedup over `dense` (timed interleaved, on rank 0; every rank gets it)."""
-        return on_main(lambda: self._timed_speedup(dense, model))
+        return on_main(lambda: self._timed(dense, model).speedup)
 
-    def _timed_speedup(self, dense: nn.Module, model: nn.Module) -> float:
-        rounds = int(self.settings.search.speedup_rounds)
-        return interleaved_speedups(dense, [model], self.settings.hardware, rounds)[0]
+    def _timed(self, dense: nn.Module, model: nn.Module) -> MeasuredSpeedup:
+        """Interleaved rounds until the ~95% interval is within ``search.speedup_ci`` (at most speedup_rounds)."""
+        search = self.settings.search
+        rounds, ci = int(search.speedup_rounds), float(search.speedup_ci)
+        return timed_speedups(dense, [model], self.settings.hardware, rounds, ci)[0]
+
+    def noise(self, dense: nn.Module) -> MeasuredSpeedup:
+        """The dense model timed against its own copy, once per run: this machine's timing noise floor."""
+        if "noise" not in self.timing:
+            search = self.settings.search
+            rounds, ci = int(search.speedup_rounds), float(search.speedup_ci)
+            self.timing["noise"] = noise_floor(dense, self.settings.hardware, rounds, ci)
+        return self.timing["noise"]
+
+    def tolerance(self, dense: nn.Module) -> float:
+        """``search.speedup_tolerance``, raised to twice the noise floor (a miss smaller than the machine's
+        own noise cannot be told from a hit, and chasing it re-searches for nothing)."""
+        noise = self.noise(dense)
+        floor = abs(noise.speedup - 1) + noise.half_width
+        return max(float(self.settings.search.speedup_tolerance), 2 * floor)
 
     def pick(
         self,
@@ -91,19 +110,26 @@ class Family:
         loss_batches: Sequence[Mapping[str, torch.Tensor]],
     ) -> tuple[Choice, dict[str, Any]]:
         """Sizes for `target` from `database` (SPDY on the task loss of `loss_batches`), closed on speedups
-        measured against `dense`; searched on rank 0 and handed to every rank."""
+        measured against `dense`; searched on rank 0 and handed to every rank. The kept candidate's timing
+        is the member's (``measured_speedup``, ``speedup_interval``): it is not timed again."""
 
         def score(candidate: nn.Module) -> float:
             return task_loss(candidate, loss_batches, self.eval_precision)
 
+        timings: list[MeasuredSpeedup] = []
+
         def measure(candidate: nn.Module) -> float:
-            return self._timed_speedup(dense, candidate)
+            timings.append(self._timed(dense, candidate))
+            return timings[-1].speedup
 
         def search() -> tuple[Choice, dict[str, Any]]:
             scorer = score if loss_batches else None
-            return pick_measured(
-                model, database, latency, target, self.settings.search, self.settings.seed, measure, scorer
+            tolerance = self.tolerance(dense)
+            choice, found = pick_measured(
+                model, database, latency, target, self.settings.search, self.settings.seed, measure, scorer, tolerance
             )
+            kept = next(t for t in timings if t.speedup == found["measured_speedup"])
+            return choice, {**found, "speedup_interval": [kept.low, kept.high]}
 
         return on_main(search)
 
@@ -134,7 +160,14 @@ class Family:
         started = time.perf_counter()
         data = self.data
         metrics = self.scores(pruned)
-        measured = self.speedup(dense, pruned)
+        extra = dict(extra)
+        if "measured_speedup" not in extra:  # not timed by the search (layer drop): time it now
+            timed, tolerance = on_main(lambda: (self._timed(dense, pruned), self.tolerance(dense)))
+            extra["measured_speedup"] = timed.speedup
+            extra["speedup_interval"] = [timed.low, timed.high]
+            extra["target_status"] = target_status(timed.speedup, target, tolerance)
+            extra["tolerance"] = tolerance
+        measured = float(extra.pop("measured_speedup"))
         structure = Structure.from_dict(pruned.config.ziplm_structure)  # type: ignore[union-attr,arg-type]
         dtype = self.settings.member_dtype
         if is_main():

@@ -46,7 +46,7 @@ from ziplm.pipelines.teacher import check_teacher_head, head_kwargs, load_or_tra
 from ziplm.pruning.methods import method as registered_method
 from ziplm.report.provenance import provenance_line, write_provenance
 from ziplm.report.records import MemberRecord
-from ziplm.report.results import correction_notes, write_report
+from ziplm.report.results import correction_notes, timing_note, write_report
 from ziplm.report.tracking import Tracker
 
 console = Console()
@@ -173,8 +173,9 @@ def _report(family: Family, dense: MemberRecord, members: list[MemberRecord], ba
         f"members saved as {settings.member_dtype}; training precision {settings.trainer['precision']}",
         "measured speedup: end-to-end, dense and member timed interleaved; deviation = measured/target − 1",
         "predicted: the latency table's speedup for the kept structure; when a pick's measured speedup missed "
-        f"its target by more than {100 * float(settings.search.speedup_tolerance):g}%, the search ran again at a "
-        "corrected target (search.speedup_corrections)",
+        "its target by more than the tolerance, the search ran again at a corrected target "
+        "(search.speedup_corrections)",
+        *[timing_note(noise, members[0].tolerance if members else None) for noise in family.timing.values()],
         *correction_notes(members),
         *phase_notes,
         f"total: {time.perf_counter() - started:.1f} s",

@@ -15,7 +15,14 @@ from torch import nn
 from ziplm.core.database import LevelDatabase
 from ziplm.core.latency import LatencyModel, LatencyTable
 from ziplm.pruning.stitch import stitch
-from ziplm.pruning.targets import Choice, SearchSettings, SearchSpace, meet_measured_target, search_target
+from ziplm.pruning.targets import (
+    Choice,
+    SearchSettings,
+    SearchSpace,
+    meet_measured_target,
+    search_target,
+    target_status,
+)
 
 console = Console()
 Score = Callable[[nn.Module], float]  # a stitched candidate -> loss (lower is better)
@@ -62,11 +69,15 @@ def pick_measured(
     seed: int,
     measure: Measure,
     score: Score | None = None,
+    tolerance: float | None = None,
 ) -> tuple[Choice, dict[str, Any]]:
     """`pick`, closed on the measured speedup: each candidate is stitched and `measure`d; one that misses
     the target by more than ``settings.speedup_tolerance`` is searched again at a corrected target
     (``settings.speedup_corrections`` times at most). Returns the closest candidate and the record fields
-    that say how it was found (``search``, ``search_target``, ``attempts``)."""
+    that say how it was found (``search``, ``search_target``, ``attempts``, and ``measured_speedup`` /
+    ``target_status`` of the kept candidate). `tolerance`: None = ``settings.speedup_tolerance``; a run
+    passes one raised above its measured timing noise."""
+    tolerance = float(settings.speedup_tolerance) if tolerance is None else float(tolerance)
 
     def search_at(at: float) -> tuple[tuple[Choice, dict[str, Any] | None], float]:
         found = pick(model, database, latency, at, settings, seed, score)
@@ -76,7 +87,7 @@ def pick_measured(
         target,
         search_at,
         lambda candidate: measure(stitch(model, database, candidate[0])),
-        tolerance=float(settings.speedup_tolerance),
+        tolerance=tolerance,
         max_corrections=int(settings.speedup_corrections),
         max_speedup=latency.max_speedup,
     )
@@ -87,4 +98,7 @@ def pick_measured(
         "search": search,
         "search_target": picked.search_target,
         "attempts": [a.to_dict() for a in attempts],
+        "measured_speedup": picked.measured,  # timed once: the member is this candidate
+        "target_status": target_status(picked.measured, target, tolerance),
+        "tolerance": tolerance,
     }

@@ -60,7 +60,8 @@ class SearchSettings:
     spdy_random_starts: int = 10
     spdy_local_steps: int = 10
     spdy_loss_samples: int = 64  # labelled training samples scoring each SPDY candidate (task loss)
-    speedup_rounds: int = 15  # interleaved dense/pruned timings per member for the measured speedup
+    speedup_rounds: int = 15  # at most this many interleaved dense/pruned rounds per measured speedup ...
+    speedup_ci: float = 0.01  # ... fewer once its ~95% interval is within 1% (`ziplm.latency.speedup`)
     # Closed loop on the measured speedup: a member measured more than `speedup_tolerance` off its target
     # is searched again at a corrected target, up to `speedup_corrections` times (0 = trust the table).
     speedup_tolerance: float = 0.03

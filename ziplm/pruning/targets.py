@@ -132,7 +132,9 @@ def meet_measured_target(
         max_speedup: the table's reachable maximum; corrected targets stay below it.
 
     Returns:
-        The candidate whose measured speedup is closest to `target`, its attempt, and every attempt.
+        The kept candidate, its attempt, and every attempt. Kept: among the attempts at or above
+        ``target × (1 − tolerance)`` the one closest to `target` (a faster member serves a user who asked
+        for S; a slower one does not), else the fastest attempt.
     """
     if tolerance < 0 or max_corrections < 0:
         raise ValueError(f"speedup_tolerance ({tolerance}) and speedup_corrections ({max_corrections}) must be >= 0")
@@ -150,5 +152,17 @@ def meet_measured_target(
         if abs(corrected / search_target - 1) < 1e-3:
             break  # pinned at the table's reach (or at 1×): another search would repeat this one
         search_target = corrected
-    best = min(range(len(attempts)), key=lambda i: abs(attempts[i].deviation(target)))
+    fast_enough = [i for i, a in enumerate(attempts) if a.measured >= target * (1 - tolerance)]
+    if fast_enough:
+        best = min(fast_enough, key=lambda i: abs(attempts[i].deviation(target)))
+    else:
+        best = max(range(len(attempts)), key=lambda i: attempts[i].measured)
     return candidates[best], attempts[best], attempts
+
+
+def target_status(measured: float, target: float, tolerance: float) -> str:
+    """ "on target" within `tolerance`, "faster than target" above it, "missed" below it."""
+    deviation = measured / target - 1
+    if abs(deviation) <= tolerance:
+        return "on target"
+    return "faster than target" if deviation > 0 else "missed"

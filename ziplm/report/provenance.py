@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ziplm.latency.allocator import current_allocator
+
 PROVENANCE_FILE = "provenance.json"
 PACKAGES = ("ziplm", "torch", "transformers", "lightning", "datasets", "hydra-core", "torchmetrics", "wandb")
 _REPO = Path(__file__).resolve().parents[2]
@@ -61,6 +63,7 @@ def provenance(command: Sequence[str]) -> dict[str, Any]:
             "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
             "accelerator": _accelerator(),
+            "allocator": current_allocator(),  # how its timings were made (glibc default/tuned, jemalloc, ...)
         },
     }
 

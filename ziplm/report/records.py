@@ -21,7 +21,7 @@ METRIC_PREFIX = "metric/"
 _BEFORE_METRICS = ("member", "target_speedup", "predicted_speedup", "measured_speedup", "deviation", "parameters",
                    "encoder_parameters", "heads_kept", "neurons_kept")  # fmt: skip
 _AFTER_METRICS = ("eval_precision", "saved_dtype", "method", "search", "search_target", "attempts", "layers_kept",
-                  "evaluate_measure_seconds")  # fmt: skip
+                  "evaluate_measure_seconds", "speedup_interval", "target_status", "tolerance")  # fmt: skip
 
 
 @dataclass
@@ -35,6 +35,8 @@ class MemberRecord:
         search_target: the target the kept candidate was searched at (corrected from measurement).
         attempts: every search-and-measure try (`Attempt.to_dict`), in order.
         layers_kept: layer dropping only: the teacher layers the member keeps.
+        target_status: whether the measured speedup met the target within `tolerance`; a member more than
+            that below its target is "missed" and reported so, never as meeting it.
         encoder_parameters: the Transformer layers' parameters only (no embeddings, no task head): the count
             CoFi and the ZipLM paper compare; ``parameters`` is the whole model.
         other: keys of the JSON this class does not know (kept so that a round trip loses nothing).
@@ -58,6 +60,9 @@ class MemberRecord:
     layers_kept: list[int] | None = None
     evaluate_measure_seconds: float | None = None
     encoder_parameters: int | None = None
+    speedup_interval: list[float] | None = None  # ~95% interval of measured_speedup ([low, high])
+    target_status: str | None = None  # "on target" | "faster than target" | "missed" (`target_status`)
+    tolerance: float | None = None  # the tolerance the status was judged with (above the noise floor)
     other: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -43,7 +43,7 @@ def results_rows(
                 f"{m.target_speedup:.2f}×",
                 f"{m.predicted_speedup:.2f}×",
                 f"{m.measured_speedup:.2f}×",
-                f"{100 * m.deviation:+.1f}%",
+                f"{100 * m.deviation:+.1f}%" + _status(m),
                 _fmt(m.metric(metric)),
                 f"{float(m.metric(metric)) - float(dense_metric):+.2f}",
                 f"{m.parameters / 1e6:.2f}",
@@ -62,6 +62,23 @@ def results_table(dense: MemberRecord, members: Sequence[MemberRecord], metric: 
     return "\n".join(lines) + "\n"
 
 
+def _status(member: MemberRecord) -> str:
+    """A miss is said in the row itself: a member more than the tolerance below its target is not a hit."""
+    if member.target_status in (None, "on target"):
+        return ""
+    return " **missed**" if member.target_status == "missed" else " (faster)"
+
+
+def timing_note(noise: Any, tolerance: float | None) -> str:
+    """The run's timing noise floor (dense vs its own copy) and the tolerance members were judged with."""
+    return (
+        f"timing noise floor: the dense model measured {noise.speedup:.3f}× against its own copy "
+        f"(±{100 * noise.half_width:.1f}%, {noise.rounds} rounds); members judged within "
+        f"±{100 * (tolerance or 0):.1f}% of their targets (search.speedup_tolerance, raised to twice the noise "
+        "floor when that is larger)"
+    )
+
+
 def correction_notes(members: Sequence[MemberRecord]) -> list[str]:
     """One line per member whose search target was corrected from measurement: what each try measured."""
     notes = []
@@ -74,8 +91,8 @@ def correction_notes(members: Sequence[MemberRecord]) -> list[str]:
             for a in attempts
         )
         notes.append(
-            f"member {m.member}: {tried}; kept the one searched at {m.search_target:.2f}× "
-            f"(closest to {m.target_speedup:.2f}×; its measured column is a fresh measurement)"
+            f"member {m.member}: {tried}; kept the one searched at {m.search_target:.2f}× (of those measured at "
+            f"least {m.target_speedup:.2f}× × (1 − tolerance), the closest; else the fastest)"
         )
     return notes
 
