@@ -38,6 +38,7 @@ DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_N
 ANCHORS_PER_KIND = 7  # whole-model timings per sublayer kind: the fit's knots and its prior
 CHECKS = 2  # uneven structures timed with the anchors: the table's own predicted-vs-measured check
 MIXED = 12  # search-like mixed structures the per-level costs and context costs are fitted to
+MEMBER_WEIGHT = 4  # a measured member counts as this many timed structures when a cached table learns from it
 FIT_RIDGE = 1e-2  # pull of each fitted knot towards its anchor estimate (relative to the timings' scale)
 ANCHOR_MODEL = "additive, whole-model anchors + smallest kept level, per-round ratios, anchors kept (v8)"
 LATENCY_MODEL = "additive + width-change context, fitted to anchors and mixed structures (v9)"
@@ -212,6 +213,28 @@ def _regression(
         "observations": [{"choice": [list(layer) for layer in c], "seconds": s} for c, s in observed],
     }
     return attention, ffn, record
+
+
+def learn(table: LatencyTable, timed: Sequence[tuple[Sequence[tuple[int, int]], float]]) -> LatencyTable:
+    """`table` refitted with more timed structures ``(choice, measured speedup)`` — the members a run made —
+    so a cached table predicts the next run's picks better. Members count `MEMBER_WEIGHT` times in the fit:
+    they are exactly what the search picks. Tables without observations (v8) are returned unchanged."""
+    observed = table.metadata.get("observations")
+    anchors = table.metadata.get("anchors")
+    if not isinstance(observed, list) or not isinstance(anchors, dict) or not timed:
+        return table
+    added = [{"choice": [list(layer) for layer in c], "seconds": table.base_time / s, "member": True} for c, s in timed]
+    records = [*observed, *added]
+    known = []
+    for o in records:
+        entry = ([(int(h), int(m)) for h, m in o["choice"]], float(o["seconds"]))
+        known += [entry] * (MEMBER_WEIGHT if o.get("member") else 1)
+    attn = {int(k): float(v) for k, v in anchors["attention"].items()}
+    ffn_anchor = {int(k): float(v) for k, v in anchors["ffn"].items()}
+    attention, ffn, fit = _regression(known, attn, ffn_anchor, list(table.attention), list(table.ffn))
+    metadata = {**table.metadata, **fit, "observations": records, "learned_members": len(added)
+                + int(table.metadata.get("learned_members", 0))}  # fmt: skip
+    return LatencyTable(table.environment, table.base_time, attention, ffn, metadata)
 
 
 def _curves(

@@ -23,12 +23,13 @@ from torch import nn
 from ziplm.commands import INVOCATION
 from ziplm.config.settings import RunSettings
 from ziplm.config.validate import validate_config
-from ziplm.core.latency import LatencyModel, format_speedup
+from ziplm.core.latency import LatencyModel, LatencyTable, format_speedup
 from ziplm.data.builtin import train_texts
 from ziplm.data.calibration import calibration_batches
 from ziplm.data.task_data import TaskData
 from ziplm.eval.metrics import METRICS
 from ziplm.latency.cache import load_or_measure
+from ziplm.latency.measure import learn
 from ziplm.lit.distributed import barrier, finish_ranks, is_main
 from ziplm.models import adapter_for, build_model, build_tokenizer, count_parameters
 from ziplm.models.io import count_encoder_parameters
@@ -70,7 +71,7 @@ def run_prune(cfg: DictConfig) -> None:
         data = TaskData.load(settings.task, tokenizer, settings.seed)
     console.print(f"run folder: {out}")
     made_by = write_provenance(out, INVOCATION or ["run", "(from Python)"]) if is_main() else None
-    latency = _latency_model(settings, out, phases)
+    latency, table_path = _latency_model(settings, out, phases)
     tracker = Tracker(settings.logger if is_main() else _NO_LOGGER, out, tracker_labels(cfg))
     tracker.log_run(OmegaConf.to_container(cfg, resolve=True), made_by)  # type: ignore[arg-type]
     family = Family(settings, data, out, device)
@@ -104,7 +105,25 @@ def run_prune(cfg: DictConfig) -> None:
             members = schedules.gradual(family, teacher, latency, calibration, loss, phases, on_member, logger)
     if is_main():
         _report(family, dense, members, baselines, phases, started, tracker, str(cfg.hardware.name), made_by)
+        _teach_table(table_path, members)
     finish_ranks()
+
+
+def _teach_table(path: Path | None, members: list[MemberRecord]) -> None:
+    """Refit the cached latency table with this run's measured members, for the runs after this one (this
+    run's family was searched on the table as loaded, so it stays reproducible from its own copy)."""
+    timed = [
+        (list(zip(m.heads_kept, m.neurons_kept, strict=True)), m.measured_speedup)
+        for m in members
+        if m.heads_kept and m.neurons_kept and m.measured_speedup
+    ]
+    if not timed or path is None:
+        return
+    table = LatencyTable.load(path)
+    learned = learn(table, timed)
+    if learned is not table:
+        learned.save(path)
+        console.print(f"latency table {path} refitted with {len(timed)} measured members for later runs")
 
 
 def _quiet_libraries() -> None:
@@ -116,8 +135,10 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _latency_model(settings: RunSettings, out: Path, phases: Phases) -> LatencyModel:
-    """Measure (or reuse) the table on an untrained model of the same shape; check targets against it."""
+def _latency_model(settings: RunSettings, out: Path, phases: Phases) -> tuple[LatencyModel, Path | None]:
+    """Measure (or reuse) the table on an untrained model of the same shape; check targets against it.
+    Returns the model and (rank 0) where the table is cached."""
+    path: Path | None = None
     with phases("latency table"):
         task = settings.task
         probe = build_model(settings.model, head_for(task.name, task.kind), **head_kwargs(task)).eval()
@@ -142,7 +163,7 @@ def _latency_model(settings: RunSettings, out: Path, phases: Phases) -> LatencyM
             "attention or FFN block per layer) the search removes whole layers' blocks and the members are "
             "mostly embeddings and head; lower search.targets unless that is what you want"
         )
-    return latency
+    return latency, path
 
 
 def _dense_record(family: Family, teacher: nn.Module) -> MemberRecord:
