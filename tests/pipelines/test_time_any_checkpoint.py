@@ -97,7 +97,7 @@ BAD = [
     ("latency", "checkpoint=someone/distilbert-sst2", "offline"),
     ("latency", "checkpoint={tmp}/nope", "no such folder"),
     ("latency", "checkpoint={tmp}", "neither a ziplm family member"),
-    ("latency", "checkpoint={tmp}/long", "accepts 32 positions but hardware.seq_length is 64"),
+    ("latency", "checkpoint={tmp}/long", "(32 positions); set hardware.seq_length <= 32"),
     ("serve-bench", "checkpoint=[{tmp}/long,{tmp}/long]", "one checkpoint at a time"),
     ("serve-bench", "serve.baseline=someone/bert-base", "offline"),
 ]

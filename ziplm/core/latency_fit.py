@@ -146,20 +146,28 @@ def fit_costs(
     return FittedCosts(overhead, attention, ffn, gamma_a, gamma_f, float(np.sqrt(np.mean(np.square(errors)))))
 
 
-def _monotone(knots: dict[int, float]) -> dict[int, float]:
-    """Non-decreasing in the level and never negative (pool adjacent violators): keeping more cannot be
-    cheaper; a noisy fit must not tell the search otherwise."""
-    levels = sorted(knots)
-    blocks: list[list[float]] = []  # [sum, count]
-    for level in levels:
-        blocks.append([max(knots[level], 0.0), 1.0])
+def monotone_times(times: Mapping[int, float]) -> dict[int, float]:
+    """Least-squares non-decreasing fit of time vs kept count (pool-adjacent-violators).
+
+    Keeping more heads or neurons never makes a block faster; a measured or fitted inversion is noise,
+    and left in a table it would let the DP buy "free" capacity.
+    """
+    keys = sorted(times)
+    blocks: list[list[float]] = []  # [sum, count] of pooled runs, in increasing-key order
+    for k in keys:
+        blocks.append([times[k], 1.0])
         while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
             total, count = blocks.pop()
             blocks[-1][0] += total
             blocks[-1][1] += count
-    values: list[float] = []
+    fitted: list[float] = []
     for total, count in blocks:
-        values += [total / count] * int(count)
-    out = dict(zip(levels, values, strict=True))
+        fitted += [total / count] * int(count)
+    return dict(zip(keys, fitted, strict=True))
+
+
+def _monotone(knots: dict[int, float]) -> dict[int, float]:
+    """Fitted knots made non-decreasing and never negative, a removed sublayer free."""
+    out = monotone_times({k: max(v, 0.0) for k, v in knots.items()})
     out[0] = 0.0
     return out

@@ -209,12 +209,13 @@ def _vocab_size(name: str, model: nn.Module) -> int:
     return vocab
 
 
-def _check_length(name: str, model: nn.Module, seq_length: int) -> None:
+def check_positions(name: str, model: nn.Module, seq_length: int, setting: str = "serve.seq_length") -> None:
+    """A model that accepts fewer positions than the sequences it is given would fail mid-run: say so first."""
     limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if isinstance(limit, int) and seq_length > limit:
         raise ValueError(
             f"seq_length {seq_length} is longer than model {name!r} accepts ({limit} positions); "
-            f"set serve.seq_length <= {limit}"
+            f"set {setting} <= {limit}"
         )
 
 
@@ -285,7 +286,7 @@ def serve_benchmark(models: Mapping[str, nn.Module], settings: ServeSettings) ->
     names = list(models)
     vocabs = {name: _vocab_size(name, model) for name, model in models.items()}
     for name, model in models.items():
-        _check_length(name, model, settings.seq_length)
+        check_positions(name, model, settings.seq_length)
         model.eval()
     previous_threads = torch.get_num_threads()
     if settings.threads is not None:

@@ -26,6 +26,7 @@ from torch import nn
 
 from ziplm.core.latency import LatencyModel, LatencyTable
 from ziplm.core.latency_fit import FittedCosts, fit_costs
+from ziplm.core.latency_fit import monotone_times as monotone_times  # re-exported
 from ziplm.latency.allocator import current_allocator
 from ziplm.latency.anchors import check_choices, in_situ_times, mixed_choices, smooth_anchors, through_anchors
 from ziplm.latency.engines import compiled_call, onnxruntime_call
@@ -91,26 +92,6 @@ def environment_fingerprint(
         "ffn_levels": list(ffn_levels),
         "latency_model": latency_model,
     }
-
-
-def monotone_times(times: dict[int, float]) -> dict[int, float]:
-    """Least-squares non-decreasing fit of time vs kept count (pool-adjacent-violators).
-
-    Keeping more heads or neurons never makes a block faster; a measured inversion is timing noise,
-    and left in the table it would let the DP buy "free" capacity. The raw medians stay in metadata.
-    """
-    keys = sorted(times)
-    blocks: list[list[float]] = []  # [sum, count] of pooled runs, in increasing-key order
-    for k in keys:
-        blocks.append([times[k], 1.0])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
-            total, count = blocks.pop()
-            blocks[-1][0] += total
-            blocks[-1][1] += count
-    fitted: list[float] = []
-    for total, count in blocks:
-        fitted += [total / count] * int(count)
-    return dict(zip(keys, fitted, strict=True))
 
 
 def model_timer(model: nn.Module, env: Environment) -> Callable[[], object]:

@@ -20,6 +20,7 @@ from rich.table import Table
 from torch import nn
 
 from ziplm.commands import INVOCATION
+from ziplm.deploy.serving import check_positions
 from ziplm.latency.measure import device_name, interleaved_samples, relative_to_first
 from ziplm.models import count_parameters
 from ziplm.models.checkpoint import load_for_timing
@@ -30,16 +31,6 @@ from ziplm.report.provenance import write_provenance
 
 RECORD = "latency_compare.json"
 DEFAULT_ROUNDS = 15  # as search.speedup_rounds: interleaved rounds per comparison
-
-
-def check_positions(name: str, model: nn.Module, seq_length: int) -> None:
-    """A model that accepts fewer positions than the environment times would fail mid-run: say so first."""
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if isinstance(limit, int) and seq_length > limit:
-        raise ValueError(
-            f"{name} accepts {limit} positions but hardware.seq_length is {seq_length}; "
-            f"time it at hardware.seq_length<={limit}"
-        )
 
 
 def _encoder_parameters(model: nn.Module) -> int | None:
@@ -65,7 +56,7 @@ def time_checkpoints(cfg: DictConfig) -> dict[str, Any]:
     models = [dense, *(c.model for c in loaded)]
     names = [f"dense {cfg.model.name}", *(_label(s) for s in sources)]
     for name, model in zip(names, models, strict=True):
-        check_positions(name, model, env.seq_length)
+        check_positions(name, model, env.seq_length, "hardware.seq_length")
     samples = interleaved_samples(models, env, rounds)
     relative = relative_to_first(samples)
     base = statistics.median(samples[0])
