@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ziplm.core.latency_fit import width_changes
-
 FORMAT = "ziplm-latency-table"
 FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("environment", "base_time", "attention", "ffn", "checksum")
@@ -113,7 +111,8 @@ class LatencyTable:
         base_time: T_base, the dense model end to end, in seconds.
         attention: seconds of ONE attention block keeping k heads, for every head level incl. 0.
         ffn: seconds of ONE FFN block keeping m neurons, for every FFN level incl. 0.
-        metadata: JSON-able measurement details (rounds, anchors, self-check, the fit and its context costs).
+        metadata: free-form JSON-able measurement details, e.g. ``{"repetitions": 100,
+            "spread": {"attention": {"12": 0.01}, ...}}`` (relative spread of each median).
     """
 
     environment: dict[str, Any]
@@ -283,9 +282,6 @@ class LatencyModel:
         # The fastest configuration keeps the cheapest level of every block; with removed blocks timed
         # at 0 s it is just the overhead, which is spec §4's bound T_base / (T_base − T_prunable).
         self.min_time = self.overhead + num_layers * (min(table.attention.values()) + min(table.ffn.values()))
-        # Seconds per change of width between neighbouring layers (`ziplm.core.latency_fit`; 0: additive).
-        context = table.metadata.get("context") or {}
-        self.context = (float(context.get("attention", 0.0)), float(context.get("ffn", 0.0)))
 
     @property
     def base_time(self) -> float:
@@ -333,8 +329,7 @@ class LatencyModel:
         if len(choice) != self.num_layers:
             raise ValueError(f"choice has {len(choice)} layers, the model has {self.num_layers}")
         blocks = sum(self.attention_time(heads) + self.ffn_time(neurons) for heads, neurons in choice)
-        changes = width_changes(choice)
-        return self.overhead + blocks + self.context[0] * changes[0] + self.context[1] * changes[1]
+        return self.overhead + blocks
 
     def speedup(self, choice: Sequence[tuple[int, int]]) -> float:
         """Predicted speedup T_base / T(choice) of a per-layer ``(kept heads, kept neurons)`` choice."""
@@ -390,11 +385,8 @@ class LatencyModel:
                 f"need level lists for all {self.num_layers} layers, got {len(head_levels)} attention "
                 f"and {len(ffn_levels)} FFN lists"
             )
-        # The DP prices units one at a time, so a width change is charged to every partial level (neither
-        # dense nor removed): a search's mixtures put such a layer next to one of another width.
-        (gamma_a, gamma_f), dense_h, dense_f = self.context, self.dense_heads, self.dense_neurons
         units: list[list[float]] = []
         for heads, neurons in zip(head_levels, ffn_levels, strict=True):
-            units.append([self.attention_time(h) + (gamma_a if 0 < h < dense_h else 0.0) for h in heads])
-            units.append([self.ffn_time(m) + (gamma_f if 0 < m < dense_f else 0.0) for m in neurons])
+            units.append([self.attention_time(h) for h in heads])
+            units.append([self.ffn_time(m) for m in neurons])
         return units

@@ -38,11 +38,11 @@ from ziplm.models.registry import adapter_for
 DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}  # float32 | float16 | bfloat16
 ANCHORS_PER_KIND = 7  # whole-model timings per sublayer kind: the fit's knots and its prior
 CHECKS = 2  # uneven structures timed with the anchors: the table's own predicted-vs-measured check
-MIXED = 12  # search-like mixed structures the per-level costs and context costs are fitted to
+MIXED = 12  # search-like mixed structures the per-level costs are fitted to (with the uniform anchors)
 MEMBER_WEIGHT = 4  # a measured member counts as this many timed structures when a cached table learns from it
 FIT_RIDGE = 1e-2  # pull of each fitted knot towards its anchor estimate (relative to the timings' scale)
 ANCHOR_MODEL = "additive, whole-model anchors + smallest kept level, per-round ratios, anchors kept (v8)"
-LATENCY_MODEL = "additive + width-change context, fitted to anchors and mixed structures (v9)"
+LATENCY_MODEL = "additive, fitted to uniform anchors and search-like mixed structures (v9)"
 # How every level's time is drawn from the anchors: "lines" (straight lines between anchors: what tables use)
 # or "quadratic" (a least-squares curve, kept to compare; benchmarks/LATENCY_NOTES.md has the A/B).
 FITS: dict[str, Callable[[Sequence[int], Mapping[int, float]], dict[int, float]]] = {
@@ -131,8 +131,8 @@ def measure_latency_table(
     """Per-level sublayer times as they cost *inside* the model (see `ziplm.latency.anchors`).
 
     Whole uniformly pruned models are timed interleaved at anchor levels, together with `mixed` structures
-    shaped like a search's picks (`mixed_choices`); per-level costs and a per-width-change context cost are
-    fitted to all of them (`ziplm.core.latency_fit`), with the anchor estimates as the fit's prior.
+    shaped like a search's picks (`mixed_choices`); additive per-level costs are fitted to all of them
+    (`ziplm.core.latency_fit`), with the anchor estimates as the fit's prior.
     ``mixed=0``: the anchors alone, on straight lines (the v8 table). Two further uneven structures are
     held out of the fit as the table's own predicted-vs-measured `self_check`.
     """
@@ -181,10 +181,17 @@ def _regression(
     head_levels: Sequence[int],
     ffn_levels: Sequence[int],
 ) -> tuple[dict[int, float], dict[int, float], dict[str, Any]]:
-    """Per-level times and context costs fitted to every timed structure, the anchors as the prior."""
+    """Additive per-level times fitted to every timed structure, the anchors as the prior.
+
+    The fit is additive so that the DP's budget is exact (a pick's predicted speedup meets its target); the
+    mixed structures make the per-level costs what they cost in a search's mixtures. A fit with a
+    width-change context cost is recorded beside it (``context_estimate``), to show how much of the
+    mixtures' cost is not additive.
+    """
     overhead = min(s for c, s in observed if all(h == 0 and m == 0 for h, m in c))
     prior = FittedCosts(overhead, dict(attn_anchor), dict(ffn_anchor), 0.0, 0.0, 0.0)
-    fit = fit_costs(observed, list(attn_anchor), list(ffn_anchor), prior=prior, ridge=FIT_RIDGE)
+    fit = fit_costs(observed, list(attn_anchor), list(ffn_anchor), prior=prior, ridge=FIT_RIDGE, context=False)
+    context = fit_costs(observed, list(attn_anchor), list(ffn_anchor), prior=prior, ridge=FIT_RIDGE)
     attention = _removal_free(monotone_times(fit.level_times(head_levels, "attention")))
     ffn = _removal_free(monotone_times(fit.level_times(ffn_levels, "ffn")))
     # As for anchors (`in_situ_times`): timing noise on a small model can make L·(dense blocks) exceed what
@@ -199,8 +206,12 @@ def _regression(
     ffn = {m: t * scale for m, t in ffn.items()}
     record = {
         "fit": "regression",
-        "context": {"attention": fit.context_attention * scale, "ffn": fit.context_ffn * scale},
         "fit_residual": fit.residual,  # relative RMS error on the timed structures
+        "context_estimate": {  # seconds per width change, if the model had such a term (not used to plan)
+            "attention": context.context_attention,
+            "ffn": context.context_ffn,
+            "fit_residual": context.residual,
+        },
         "observations": [{"choice": [list(layer) for layer in c], "seconds": s} for c, s in observed],
     }
     return attention, ffn, record

@@ -105,7 +105,8 @@ def run_prune(cfg: DictConfig) -> None:
             members = schedules.gradual(family, teacher, latency, calibration, loss, phases, on_member, logger)
     if is_main():
         _report(family, dense, members, baselines, phases, started, tracker, str(cfg.hardware.name), made_by)
-        _teach_table(table_path, members)
+        if settings.search.learn_table:
+            _teach_table(table_path, members)
     finish_ranks()
 
 

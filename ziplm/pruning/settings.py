@@ -66,3 +66,6 @@ class SearchSettings:
     # is searched again at a corrected target, up to `speedup_corrections` times (0 = trust the table).
     speedup_tolerance: float = 0.03
     speedup_corrections: int = 2
+    # Refit the cached latency table with this run's measured members, for later runs (off: a rerun of the
+    # same command on the same cache then gives the same family).
+    learn_table: bool = False
