@@ -200,14 +200,15 @@ def entry() -> None:
     choice re-executes itself once with :data:`ziplm.latency.allocator.TUNED_GLIBC` (see that module);
     `main` never does, so tests can call it in-process.
     """
-    from ziplm.latency.allocator import reexec_args_for_allocator
+    from ziplm.latency.allocator import interpreter_options, reexec_args_for_allocator
 
     args = sys.argv[1:]
     env = reexec_args_for_allocator(args, os.environ)
     if env is not None:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, "-m", "ziplm", *args], env)
+        options = interpreter_options(getattr(sys, "orig_argv", []))  # e.g. keep `python -u`
+        os.execve(sys.executable, [sys.executable, *options, "-m", "ziplm", *args], env)
     sys.exit(main())
 
 

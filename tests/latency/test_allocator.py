@@ -23,6 +23,7 @@ from ziplm.latency.allocator import (
     TIMING_COMMANDS,
     TUNED_GLIBC,
     current_allocator,
+    interpreter_options,
     reexec_args_for_allocator,
 )
 from ziplm.latency.cache import cache_path
@@ -44,9 +45,23 @@ TIMING = ["latency", "experiment=smoke"]
         ({"GLIBC_TUNABLES": ""}, "glibc", "glibc-default"),
         ({"GLIBC_TUNABLES": TUNED_GLIBC}, "glibc", "glibc-tuned"),
         ({"GLIBC_TUNABLES": ":".join(reversed(TUNED_GLIBC.split(":")))}, "glibc", "glibc-tuned"),  # any order
-        ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4294967295"}, "glibc", "glibc-custom"),
-        ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "glibc", "glibc-custom"),
-        ({"GLIBC_TUNABLES": TUNED_GLIBC.replace("4294967295", "65536", 1)}, "glibc", "glibc-custom"),
+        (
+            {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4294967295"},
+            "glibc",
+            "glibc-custom:glibc.malloc.mmap_threshold=4294967295",
+        ),
+        ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "glibc", "glibc-custom:glibc.malloc.arena_max=2"),
+        (
+            {"GLIBC_TUNABLES": TUNED_GLIBC.replace("4294967295", "65536", 1)},
+            "glibc",
+            "glibc-custom:glibc.malloc.mmap_threshold=65536:glibc.malloc.trim_threshold=4294967295",
+        ),
+        (  # the tuned pair plus another setting is a different regime, not "glibc-tuned"
+            {"GLIBC_TUNABLES": TUNED_GLIBC + ":glibc.malloc.arena_max=2"},
+            "glibc",
+            "glibc-custom:glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=4294967295:"
+            "glibc.malloc.trim_threshold=4294967295",
+        ),
         ({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}, "glibc", "jemalloc"),
         ({"LD_PRELOAD": "libtcmalloc_minimal.so.4", "GLIBC_TUNABLES": TUNED_GLIBC}, "glibc", "tcmalloc"),
         ({"LD_PRELOAD": "/opt/libgomp.so"}, "glibc", "glibc-default"),  # preloads that are no malloc
@@ -144,6 +159,7 @@ def test_entry_execs_itself_under_tuned_glibc(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(os, "execve", execve)
     monkeypatch.setattr(sys, "argv", ["ziplm", *TIMING])
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-u", "-X", "dev", "-m", "ziplm", *TIMING])
     monkeypatch.setattr(
         "ziplm.latency.allocator.reexec_args_for_allocator",
         lambda argv, environ: {"GLIBC_TUNABLES": TUNED_GLIBC, REEXEC_MARKER: "1"} if argv == TIMING else None,
@@ -151,7 +167,7 @@ def test_entry_execs_itself_under_tuned_glibc(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(_Execed):
         cli.entry()
     assert seen["path"] == sys.executable
-    assert seen["args"] == [sys.executable, "-m", "ziplm", *TIMING]
+    assert seen["args"] == [sys.executable, "-u", "-X", "dev", "-m", "ziplm", *TIMING]  # interpreter flags kept
     assert seen["env"] == {"GLIBC_TUNABLES": TUNED_GLIBC, REEXEC_MARKER: "1"}
 
 
@@ -208,3 +224,17 @@ def test_ziplm_times_under_tuned_glibc_by_default(tmp_path: Path) -> None:
 @pytest.mark.skipif(not ON_GLIBC, reason="the tuned regime is glibc's")
 def test_ziplm_allocator_system_times_under_glibc_defaults(tmp_path: Path) -> None:
     assert _latency_allocator(tmp_path, ZIPLM_ALLOCATOR="system") == "glibc-default"
+
+
+@pytest.mark.parametrize(
+    ("orig_argv", "expected"),
+    [
+        (["python", "-u", "-m", "ziplm", "run"], ["-u"]),
+        (["python", "-X", "importtime", "-W", "error", "-m", "ziplm"], ["-X", "importtime", "-W", "error"]),
+        (["/venv/bin/python", "/venv/bin/ziplm", "run", "-m"], []),  # console script: its args are not options
+        (["python", "-c", "import ziplm"], []),
+        ([], []),
+    ],
+)
+def test_interpreter_options_stop_at_the_program(orig_argv: list[str], expected: list[str]) -> None:
+    assert interpreter_options(orig_argv) == expected

@@ -60,7 +60,7 @@ def test_onnxruntime_timer_matches_eager(spec: ModelSpec) -> None:
     env = Environment(engine="onnxruntime", threads=1, **QUICK)  # type: ignore[arg-type]
     call = model_timer(model, env)
     np.testing.assert_allclose(first_output(call()), eager, atol=1e-4, rtol=0)
-    seconds = measure._timer(call, env.device)
+    seconds = measure.seconds_timer(call, env.device)
     assert all(seconds() > 0 for _ in range(3))
 
 

@@ -57,7 +57,7 @@ def current_allocator(environ: Mapping[str, str] | None = None, *, libc: str | N
     """The allocator this process times with, as recorded in latency fingerprints and provenance.
 
     ``jemalloc`` / ``tcmalloc`` / ``mimalloc`` (preloaded), ``glibc-tuned`` (:data:`TUNED_GLIBC` in
-    ``GLIBC_TUNABLES``), ``glibc-custom`` (other tunables), ``glibc-default``, or ``system`` off glibc.
+    ``GLIBC_TUNABLES``), ``glibc-custom:<tunables, sorted>`` (any other), ``glibc-default``, or ``system`` off glibc.
 
     Args:
         environ: the environment the process started with (default: ``os.environ``).
@@ -74,7 +74,10 @@ def current_allocator(environ: Mapping[str, str] | None = None, *, libc: str | N
         return "glibc-default"
     wanted = _tunables(TUNED_GLIBC)
     given = _tunables(tunables)
-    return "glibc-tuned" if all(given.get(key) == val for key, val in wanted.items()) else "glibc-custom"
+    if given == wanted:
+        return "glibc-tuned"
+    # The settings themselves are the label: two different custom regimes must not share a cached table.
+    return "glibc-custom:" + ":".join(f"{key}={val}" for key, val in sorted(given.items()))
 
 
 def _command(argv: Sequence[str]) -> str:
@@ -107,3 +110,22 @@ def reexec_args_for_allocator(
     if environ.get("GLIBC_TUNABLES") or _preloaded_malloc(environ) is not None:
         return None  # the user's own choice: respected, and recorded by current_allocator()
     return {**environ, "GLIBC_TUNABLES": TUNED_GLIBC, REEXEC_MARKER: "1"}
+
+
+_OPTIONS_WITH_VALUE = frozenset({"-X", "-W", "--check-hash-based-pycs"})
+
+
+def interpreter_options(orig_argv: Sequence[str]) -> list[str]:
+    """The interpreter's own options in ``sys.orig_argv`` (``-u``, ``-X dev``, ``-W error`` …), to keep on restart.
+
+    They stop at the script, ``-m`` or ``-c``: ``python -u -m ziplm run`` gives ``["-u"]``, the console
+    script (``python /venv/bin/ziplm run``) gives ``[]``.
+    """
+    options: list[str] = []
+    rest = list(orig_argv[1:])
+    while rest and rest[0].startswith("-") and rest[0] not in ("-m", "-c", "-"):
+        option = rest.pop(0)
+        options.append(option)
+        if option in _OPTIONS_WITH_VALUE and rest:
+            options.append(rest.pop(0))
+    return options

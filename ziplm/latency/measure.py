@@ -311,7 +311,7 @@ def _relative_spread(samples: list[float]) -> float:
     return (q[2] - q[0]) / max(statistics.median(samples), 1e-12)
 
 
-def _timer(fn: Callable[[], object], device: str) -> Callable[[], float]:
+def seconds_timer(fn: Callable[[], object], device: str) -> Callable[[], float]:
     """Seconds of one call: CUDA events on GPU (no host-side noise), perf_counter on CPU."""
     if device.startswith("cuda"):
 
@@ -347,7 +347,7 @@ def interleaved_samples(
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     env.validate()
     env.apply()
-    timers = [_timer(model_timer(m, env), env.device) for m in models]
+    timers = [seconds_timer(model_timer(m, env), env.device) for m in models]
     samples: list[list[float]] = [[] for _ in timers]
     cap = env.max_seconds_per_entry * len(models)
     with torch.inference_mode():

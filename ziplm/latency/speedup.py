@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ziplm.latency.measure import Environment, _timer, model_timer
+from ziplm.latency.measure import Environment, model_timer, seconds_timer
 
 MIN_ROUNDS = 5  # fewer rounds cannot bound a median at ~95% (the interval is then the whole range)
 
@@ -77,7 +77,7 @@ def timed_speedups(
         raise ValueError(f"timed_speedups needs members, max_rounds >= 1 and ci > 0 (got {max_rounds}, {ci})")
     env.validate()
     env.apply()
-    timers = [_timer(model_timer(m, env), env.device) for m in (dense, *members)]
+    timers = [seconds_timer(model_timer(m, env), env.device) for m in (dense, *members)]
     ratios: list[list[float]] = [[] for _ in members]
     cap = env.max_seconds_per_entry * len(timers) * 3
     with torch.inference_mode():

@@ -50,6 +50,16 @@ def is_member(source: str) -> bool:
     return (Path(source).expanduser() / MANIFEST).is_file()
 
 
+def _refuse_foreign_folder(source: str, setting: str) -> None:
+    """A folder that is neither a member nor an HF model: say what is expected before transformers guesses."""
+    folder = Path(source).expanduser()
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise ValueError(
+            f"{setting}={source} is neither a ziplm family member (no {MANIFEST}) nor a Hugging Face model "
+            "folder (no config.json); pass a member folder (family/<S>x), an HF folder or a Hub id"
+        )
+
+
 def check_checkpoint(source: str, kind: str, num_labels: int | None, setting: str = "checkpoint") -> Any:
     """Check that `source` can be scored on a task of `kind` without reading any weights (seconds, before any
     data or training). Returns the transformers Auto class that loads a plain checkpoint (None: a member).
@@ -61,14 +71,9 @@ def check_checkpoint(source: str, kind: str, num_labels: int | None, setting: st
     """
     if kind not in _AUTO:
         raise ValueError(f"task kind {kind!r} cannot be scored; known kinds: {sorted(_AUTO)}")
-    folder = Path(source).expanduser()
     if is_member(source):
         return None
-    if folder.is_dir() and not (folder / "config.json").is_file():
-        raise ValueError(
-            f"{setting}={source} is neither a ziplm family member (no {MANIFEST}) nor a Hugging Face model "
-            "folder (no config.json); pass a member folder (family/<S>x), a fine-tuned HF folder or a Hub id"
-        )
+    _refuse_foreign_folder(source, setting)
     import transformers
 
     config = from_source(transformers.AutoConfig.from_pretrained, source, "model config", setting)
@@ -109,11 +114,7 @@ def load_for_timing(source: str, device: torch.device | str, setting: str = "che
     if is_member(source):
         model = load_pruned(folder, device=str(device), dtype="float32")
         return Checkpoint(model.eval(), source, True, (folder / "tokenizer_config.json").is_file())
-    if folder.is_dir() and not (folder / "config.json").is_file():
-        raise ValueError(
-            f"{setting}={source} is neither a ziplm family member (no {MANIFEST}) nor a Hugging Face model "
-            "folder (no config.json); pass a member folder (family/<S>x), an HF folder or a Hub id"
-        )
+    _refuse_foreign_folder(source, setting)
     import transformers
 
     config = from_source(transformers.AutoConfig.from_pretrained, source, "model config", setting)

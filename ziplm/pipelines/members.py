@@ -128,7 +128,7 @@ class Family:
             choice, found = pick_measured(
                 model, database, latency, target, self.settings.search, self.settings.seed, measure, scorer, tolerance
             )
-            kept = next(t for t in timings if t.speedup == found["measured_speedup"])
+            kept = timings[found.pop("kept_attempt")]
             return choice, {**found, "speedup_interval": [kept.low, kept.high]}
 
         return on_main(search)

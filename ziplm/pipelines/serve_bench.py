@@ -60,8 +60,10 @@ def load_baseline(source: str | None, member: Checkpoint, device: str, cfg: Dict
     """
     if source:
         baseline = load_for_timing(source, device, "serve.baseline")
-        kind = "ziplm model folder" if baseline.is_member else "Hugging Face model folder"
-        kind = kind if Path(source).expanduser().is_dir() or baseline.is_member else "Hugging Face checkpoint"
+        if baseline.is_member:
+            kind = "ziplm model folder"
+        else:
+            kind = "Hugging Face model folder" if Path(source).expanduser().is_dir() else "Hugging Face checkpoint"
         return baseline.model, f"dense baseline = {kind} {source}"
     if member.is_member:
         return dense_architecture(member.model), RANDOM_WEIGHTS_NOTE

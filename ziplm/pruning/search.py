@@ -75,8 +75,8 @@ def pick_measured(
     the target by more than ``settings.speedup_tolerance`` is searched again at a corrected target
     (``settings.speedup_corrections`` times at most). Returns the closest candidate and the record fields
     that say how it was found (``search``, ``search_target``, ``attempts``, and ``measured_speedup`` /
-    ``target_status`` of the kept candidate). `tolerance`: None = ``settings.speedup_tolerance``; a run
-    passes one raised above its measured timing noise."""
+    ``target_status`` / ``kept_attempt`` (its index among the `measure` calls) of the kept candidate).
+    `tolerance`: None = ``settings.speedup_tolerance``; a run passes one raised above its timing noise."""
     tolerance = float(settings.speedup_tolerance) if tolerance is None else float(tolerance)
 
     def search_at(at: float) -> tuple[tuple[Choice, dict[str, Any] | None], float]:
@@ -99,6 +99,7 @@ def pick_measured(
         "search_target": picked.search_target,
         "attempts": [a.to_dict() for a in attempts],
         "measured_speedup": picked.measured,  # timed once: the member is this candidate
+        "kept_attempt": attempts.index(picked),  # position among the `measure` calls, in order
         "target_status": target_status(picked.measured, target, tolerance),
         "tolerance": tolerance,
     }
