@@ -176,6 +176,9 @@ PATHS: tuple[UserPath, ...] = (
     run("ziplm run experiment=smoke hardware=cpu-bf16 trainer.precision=bf16-mixed schedule=gradual", *FAST),
     hub("ziplm run model=bert-base task=squad hardware=v100 trainer=gpu schedule=gradual", *GPU),
     run("ziplm run experiment=smoke trainer=ddp-cpu", *FAST),
+    # README: Llama-family and OPT decoders
+    run("ziplm run experiment=smoke model=tiny-llama task=tiny-lm", *FAST),
+    hub("ziplm run model=llama-3-8b task=wikitext2 hardware=a100 pruner.calibration=layerwise", *GPU),
     hub("ziplm eval checkpoint=distilbert-base-uncased-finetuned-sst-2-english task=sst2"),
     # Reproduce the paper (both READMEs)
     hub("ziplm run experiment=bert-base-squad-gradual", *GPU),

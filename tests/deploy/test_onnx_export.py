@@ -20,7 +20,7 @@ from ziplm.config.paths import compose
 from ziplm.core.structure import Structure
 from ziplm.deploy.onnx_export import OnnxParityError, export_onnx, onnx_session, verify_onnx
 from ziplm.models import ModelSpec, adapter_for, build_model, load_pruned, save_pruned
-from ziplm.models.surgery import SkippedAttention, SkippedOutput, ZeroBranch
+from ziplm.models.surgery import RemovedCachedAttention, SkippedAttention, SkippedOutput, ZeroBranch
 from ziplm.pipelines.export import run_export
 
 pytest.importorskip("onnxruntime")
@@ -37,7 +37,7 @@ def pruned(spec: ModelSpec, head: str, **overrides: Any) -> tuple[nn.Module, Str
     structure = Structure.from_kept(dims, HEADS, NEURONS)
     adapter_for(model).apply_structure(model, structure)
     kinds = {type(m) for m in model.modules()}
-    assert kinds & {SkippedAttention, ZeroBranch} and kinds & {SkippedOutput, ZeroBranch}  # removal really happened
+    assert kinds & {SkippedAttention, RemovedCachedAttention} and kinds & {SkippedOutput, ZeroBranch}  # removed
     return model, structure
 
 

@@ -23,7 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ziplm.config.baselines import parse_baselines
 from ziplm.config.instantiable import check_callbacks, check_logger, check_trainer  # the _target_ groups
+from ziplm.config.model_checks import check_attention_shape
 from ziplm.config.paths import task_options
+from ziplm.pruning.settings import check_calibration  # plain Python, like the other settings classes
 
 # Mirrors of what the consuming modules accept (kept equal to their sources by tests/config/test_validate.py).
 SCHEDULES = ("oneshot", "gradual")
@@ -31,7 +33,7 @@ METHODS = ("obs", "magnitude", "random", "fisher", "fisher-norescale", "layerdro
 MEMBER_DTYPES = ("float32", "bfloat16", "float16")  # ziplm.models.io.SAVE_DTYPES
 HARDWARE_DTYPES = ("float32", "float16", "bfloat16")  # ziplm.latency.measure.DTYPES
 ENGINES = ("eager", "compile", "onnxruntime")  # ziplm.latency.measure.ENGINES
-FAMILIES = ("bert", "gpt2")  # ziplm.models.registry.ADAPTERS
+FAMILIES = ("bert", "gpt2", "llama", "mistral", "qwen2", "qwen3", "opt")  # ziplm.models.registry.ADAPTERS
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")  # ziplm.pipelines.placement.run_device
 # Training keeps the members' weights in float32 (mixed precision autocasts the math only); every evaluation
 # runs in one of these too (ziplm.eval.evaluate.EVAL_PRECISIONS), `trainer.precision` when eval_precision is null.
@@ -133,7 +135,7 @@ def validate_config(cfg: DictConfig) -> None:
         "model": _check_model,
         "task": lambda values: _check_task(values, dims),
         "hardware": lambda values: _check_hardware(values, dims),
-        "pruner": lambda values: _check_pruner(values, dims),
+        "pruner": lambda values: _check_pruner(values, dims, _plain(cfg, "trainer") or {}),
         "search": lambda values: _check_search(values, str(cfg.schedule.name) if "schedule" in cfg else "oneshot"),
         "distill": _check_distill,
         "teacher": _check_teacher,
@@ -193,14 +195,7 @@ def _check_model(values: Mapping[str, Any]) -> None:
             g.fail(
                 "tokenizer", "set for model.source=scratch (a real tokenizer for the random model)", "packaged:minilm"
             )
-    hidden, heads = values.get("hidden_size"), values.get("num_heads")
-    if hidden is not None and heads is not None and hidden % heads:
-        g.fail("num_heads", f"a divisor of model.hidden_size={hidden}", _divisor_near(hidden, heads))
-
-
-def _divisor_near(n: int, k: int) -> int:
-    """The divisor of `n` closest to `k` (a working example value)."""
-    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - k), d))
+    check_attention_shape(values, g)  # head counts, GQA, prune_query_heads
 
 
 def _positions(dims: Mapping[str, Any], g: _Group, key: str, default: int) -> None:
@@ -294,9 +289,10 @@ def _check_schedule(values: Mapping[str, Any]) -> None:
     g.choice("member_dtype", MEMBER_DTYPES, "float32", note=" (the saved members' weights)")
 
 
-def _check_pruner(values: Mapping[str, Any], dims: Mapping[str, Any]) -> None:
+def _check_pruner(values: Mapping[str, Any], dims: Mapping[str, Any], trainer: Mapping[str, Any]) -> None:
     g = _Group("pruner", values)
     g.choice("method", METHODS, "obs")
+    check_calibration(values, trainer)  # whole | layerwise, and what layerwise cannot run with
     g.integer("calibration_samples", 1, 1024)
     g.number("damp", 0.01, "(0, inf)", note=" (relative Hessian dampening)")
     group = g.integer("ffn_group_size", 1, 1)

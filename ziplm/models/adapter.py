@@ -1,7 +1,8 @@
 """The model-family adapter protocol: the only place that knows HF module names.
 
-Adding a family (RoBERTa, OPT, LLaMA) means one new file implementing `ModelAdapter` and one
-entry in `ADAPTERS`; nothing in the core or the pipelines changes.
+Adding a family means one new file implementing `ModelAdapter` and one entry in `ADAPTERS`; nothing in
+the core or the pipelines changes. A family whose sublayers are not laid out like BERT/GPT-2's also
+defines ``sublayer_parameter_counts(model, structure)`` (see `adapter_parameter_counts`).
 """
 
 from __future__ import annotations
@@ -92,6 +93,18 @@ def sublayer_parameter_counts(dims: ModelDims, structure: Structure) -> list[dic
         ffn = h * m + m + m * h + h + layer_norm if layer.neurons else 0
         counts.append({"attention": attention, "ffn": ffn})
     return counts
+
+
+def adapter_parameter_counts(adapter: ModelAdapter, model: nn.Module, structure: Structure) -> list[dict[str, int]]:
+    """Per-layer sublayer parameters: the adapter's own count if it has one, else the BERT/GPT-2 formula.
+
+    Families whose layout differs (GQA, SwiGLU, RMSNorm, missing biases) define
+    ``sublayer_parameter_counts(model, structure)``; it reads biases and widths from ``model.config``.
+    """
+    own = getattr(adapter, "sublayer_parameter_counts", None)
+    if own is not None:
+        return own(model, structure)  # type: ignore[no-any-return]
+    return sublayer_parameter_counts(structure.dims, structure)
 
 
 def unwrap_linear_weight(module: nn.Module) -> torch.Tensor:

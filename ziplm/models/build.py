@@ -16,6 +16,7 @@ from torch import nn
 
 from ziplm.models.bpe import BPE_PREFIX, CorpusReader, load_or_train_bpe
 from ziplm.models.spec import ModelSpec as ModelSpec  # re-exported: its home is torch-free
+from ziplm.models.spec import check_query_head_pruning
 
 Head = Literal["base", "classification", "qa", "lm"]
 
@@ -28,6 +29,13 @@ _CLASSES: dict[str, dict[str, str]] = {
     },
     "gpt2": {"base": "GPT2Model", "classification": "GPT2ForSequenceClassification", "lm": "GPT2LMHeadModel"},
 }
+_DECODERS = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3", "opt": "OPT"}
+for _family, _prefix in _DECODERS.items():
+    _CLASSES[_family] = {h: f"{_prefix}{s}" for h, s in (("base", "Model"), ("lm", "ForCausalLM"))}
+    _CLASSES[_family]["classification"] = f"{_prefix}ForSequenceClassification"
+# Hub ids and folders of decoder families load through the Auto classes: the checkpoint's own model_type
+# (a Mistral under family llama, say) picks the class, and `adapter_for` then picks the adapter from it.
+_AUTO = {"base": "AutoModel", "classification": "AutoModelForSequenceClassification", "lm": "AutoModelForCausalLM"}
 
 
 def packaged_minilm_path() -> Path:
@@ -87,7 +95,53 @@ def _scratch_config(spec: ModelSpec, extra: dict[str, Any]) -> Any:
             **({"bos_token_id": 0, "eos_token_id": 0} if (spec.tokenizer or "").startswith("bpe:") else {}),
             **extra,
         )
+    if spec.family in _DECODERS:
+        return _decoder_config(spec, extra)
     raise ValueError(f"unknown model family {spec.family!r}; known: {sorted(_CLASSES)}")
+
+
+def _special_tokens(spec: ModelSpec) -> dict[str, Any]:
+    """bos/eos of the tokenizer a scratch decoder is paired with: a trained BPE's id 0, GPT-2's 50256."""
+    tokenizer = spec.tokenizer or ""
+    if tokenizer.startswith("bpe:"):
+        return {"bos_token_id": 0, "eos_token_id": 0}
+    return {"bos_token_id": 50256, "eos_token_id": 50256} if tokenizer == "packaged:gpt2" else {}
+
+
+def _decoder_config(spec: ModelSpec, extra: dict[str, Any]) -> Any:
+    """Scratch config of a Llama-family or OPT decoder (dims checked by `_scratch_config`)."""
+    assert spec.hidden_size is not None and spec.num_heads is not None
+    common = {
+        "vocab_size": spec.vocab_size,
+        "hidden_size": spec.hidden_size,
+        "num_hidden_layers": spec.num_layers,
+        "num_attention_heads": spec.num_heads,
+        "max_position_embeddings": spec.max_position_embeddings or 2048,
+    }
+    if spec.family == "opt":  # pre-LN, no embedding projection, no padding id in the GPT-2 BPE
+        opt = {"ffn_dim": spec.intermediate_size, "word_embed_proj_dim": spec.hidden_size, "pad_token_id": None}
+        opt |= {"do_layer_norm_before": True} | _special_tokens(spec)
+        return transformers.OPTConfig(**common, **(opt | extra))
+    config_class = getattr(transformers, f"{_DECODERS[spec.family]}Config")
+    attention = {
+        "num_key_value_heads": spec.num_key_value_heads or spec.num_heads,
+        "head_dim": spec.head_dim or spec.hidden_size // spec.num_heads,  # Mistral/Qwen3 default to 128 otherwise
+    }
+    return config_class(
+        **common, intermediate_size=spec.intermediate_size, **(attention | _special_tokens(spec) | extra)
+    )
+
+
+def check_loaded(spec: ModelSpec, model: nn.Module) -> None:
+    """Checks that need the real config: query-head pruning, supported model_type, pre-LN OPT."""
+    from ziplm.models.registry import adapter_for
+
+    config: Any = model.config
+    if spec.prune_query_heads:
+        heads = getattr(config, "num_attention_heads", None)
+        check_query_head_pruning(spec.name, spec.family, heads, getattr(config, "num_key_value_heads", heads))
+    if spec.family in _DECODERS:
+        adapter_for(model).dims(model)  # unsupported model_type, post-LN OPT: one clear error now
 
 
 def resolve_source(source: str) -> str:
@@ -157,13 +211,19 @@ def build_model(spec: ModelSpec, head: Head = "base", **config_overrides: Any) -
         FileNotFoundError, ValueError: weights that cannot be loaded (offline and not cached, no such
             folder), as one line saying how to give a local folder instead (see `from_source`).
     """
+    if spec.prune_query_heads:  # refused before any download
+        check_query_head_pruning(spec.name, spec.family, spec.num_heads, spec.num_key_value_heads)
     cls = _model_class(spec.family, head)
     if spec.source == "scratch":
-        return cls(_scratch_config(spec, config_overrides))  # type: ignore[no-any-return]
+        model: nn.Module = cls(_scratch_config(spec, config_overrides))
+        check_loaded(spec, model)
+        return model
+    if spec.family in _DECODERS:
+        cls = getattr(transformers, _AUTO[head])
     # float32 whatever the checkpoint stores (transformers 5 loads "auto", e.g. fp16 Hub weights): the
     # teacher trains under mixed precision, which needs fp32 weights; timing casts its own copies.
     what = f"weights of model {spec.name!r}"
-    return from_source(  # type: ignore[no-any-return]
+    loaded: nn.Module = from_source(
         cls.from_pretrained,
         spec.source,
         what,
@@ -172,6 +232,8 @@ def build_model(spec: ModelSpec, head: Head = "base", **config_overrides: Any) -
         dtype=torch.float32,
         **config_overrides,
     )
+    check_loaded(spec, loaded)
+    return loaded
 
 
 def build_tokenizer(spec: ModelSpec, cache_dir: str | Path | None = None, corpus: CorpusReader | None = None) -> Any:

@@ -2,7 +2,9 @@
 
 Prunable per block: heads (Q/K/V slices of the fused ``attn.c_attn``, rows of ``attn.c_proj``'s
 storage) and MLP neurons (``mlp.c_fc`` outputs, ``mlp.c_proj`` inputs). GPT-2 is pre-LN, so a
-removed sublayer drops the residual branch, including its LayerNorm: x -> x.
+removed sublayer drops the residual branch, including its LayerNorm: x -> x. A removed attention still
+advances the KV cache (`RemovedCachedAttention`): GPT-2 reads positions and the causal mask's size from
+layer 0's cache, so cached generation would go wrong if that slot stayed empty.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ziplm.models.adapter import (
     positions,
     record_structure,
 )
-from ziplm.models.surgery import ZeroBranch, slice_conv1d
+from ziplm.models.surgery import RemovedCachedAttention, ZeroBranch, slice_conv1d
 
 
 class GPT2Adapter:
@@ -47,18 +49,20 @@ class GPT2Adapter:
         dims = self.dims(model)
         current = current_structure(model, dims)
         check_reachable(current, structure)
-        for block, cur, new in zip(self.layers(model), current.layers, structure.layers, strict=True):
+        for index, (block, cur, new) in enumerate(
+            zip(self.layers(model), current.layers, structure.layers, strict=True)
+        ):
             if new.heads != cur.heads:
-                self._prune_attention(block, positions(cur.heads, new.heads), dims.head_dim)
+                self._prune_attention(block, index, positions(cur.heads, new.heads), dims.head_dim)
             if new.neurons != cur.neurons:
                 self._prune_mlp(block, positions(cur.neurons, new.neurons))
         record_structure(model, structure)
 
     @staticmethod
-    def _prune_attention(block: Any, head_positions: list[int], head_dim: int) -> None:
+    def _prune_attention(block: Any, index: int, head_positions: list[int], head_dim: int) -> None:
         if not head_positions:
             block.ln_1 = nn.Identity()
-            block.attn = ZeroBranch(as_tuple=True)
+            block.attn = RemovedCachedAttention(index)
             return
         attn = block.attn
         width = attn.split_size  # current q/k/v width inside the fused c_attn
@@ -82,4 +86,5 @@ class GPT2Adapter:
     def output_projection(self, model: nn.Module, layer: int, sublayer: Sublayer) -> nn.Module | None:
         block: Any = self.layers(model)[layer]
         branch = block.attn if sublayer == "attention" else block.mlp
-        return None if isinstance(branch, ZeroBranch) else cast(nn.Module, branch.c_proj)
+        removed = isinstance(branch, (RemovedCachedAttention, ZeroBranch))
+        return None if removed else cast(nn.Module, branch.c_proj)

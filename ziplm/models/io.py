@@ -31,7 +31,7 @@ from transformers import AutoConfig
 from transformers.initialization import no_init_weights
 
 from ziplm.core.structure import Structure
-from ziplm.models.adapter import STRUCTURE_CONFIG_KEY, current_structure, sublayer_parameter_counts
+from ziplm.models.adapter import STRUCTURE_CONFIG_KEY, adapter_parameter_counts, current_structure
 from ziplm.models.registry import adapter_for, adapter_for_family
 
 FORMAT = "ziplm-pruned-model"
@@ -91,8 +91,9 @@ def _structure_table(structure: Structure, counts: list[dict[str, int]]) -> str:
 
 
 def _manifest(model: nn.Module, structure: Structure, family: str, weights_sha: str) -> dict[str, Any]:
-    counts = sublayer_parameter_counts(structure.dims, structure)
-    dense = sublayer_parameter_counts(structure.dims, Structure.dense(structure.dims))
+    adapter = adapter_for_family(family)
+    counts = adapter_parameter_counts(adapter, model, structure)
+    dense = adapter_parameter_counts(adapter, model, Structure.dense(structure.dims))
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -159,7 +160,7 @@ def save_pruned(
         manifest = _manifest(model, structure, adapter.family, _sha256(tmp / WEIGHTS))
         manifest["dtype"] = str(wanted).removeprefix("torch.")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        counts = sublayer_parameter_counts(structure.dims, structure)
+        counts = adapter_parameter_counts(adapter, model, structure)
         (tmp / STRUCTURE_TABLE).write_text(_structure_table(structure, counts))
         if target.exists():
             shutil.rmtree(target)

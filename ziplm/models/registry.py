@@ -7,8 +7,16 @@ from torch import nn
 from ziplm.models.adapter import ModelAdapter
 from ziplm.models.bert import BertAdapter
 from ziplm.models.gpt2 import GPT2Adapter
+from ziplm.models.llama import LLAMA_FAMILIES, LlamaAdapter
+from ziplm.models.opt import OPTAdapter
 
-ADAPTERS: dict[str, ModelAdapter] = {"bert": BertAdapter(), "gpt2": GPT2Adapter()}
+# Keyed by HF ``config.model_type``; Mistral/Qwen2/Qwen3 share Llama's block layout (one adapter class).
+ADAPTERS: dict[str, ModelAdapter] = {
+    "bert": BertAdapter(),
+    "gpt2": GPT2Adapter(),
+    **{family: LlamaAdapter(family) for family in LLAMA_FAMILIES},
+    "opt": OPTAdapter(),
+}
 
 
 def adapter_for_family(family: str) -> ModelAdapter:
@@ -16,7 +24,9 @@ def adapter_for_family(family: str) -> ModelAdapter:
     try:
         return ADAPTERS[family]
     except KeyError:
-        raise ValueError(f"unknown model family {family!r}; known families: {sorted(ADAPTERS)}") from None
+        raise ValueError(
+            f"unsupported model family {family!r} (HF config.model_type); ziplm supports: {', '.join(sorted(ADAPTERS))}"
+        ) from None
 
 
 def adapter_for(model: nn.Module) -> ModelAdapter:

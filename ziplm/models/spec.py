@@ -17,7 +17,7 @@ class ModelSpec:
     """
 
     name: str
-    family: str  # bert | gpt2
+    family: str  # bert | gpt2 | llama | mistral | qwen2 | qwen3 | opt (HF config.model_type)
     source: str
     revision: str | None = None
     tokenizer: str | None = None  # defaults to ``source``; ``packaged:gpt2`` for the offline GPT-2 BPE
@@ -28,3 +28,31 @@ class ModelSpec:
     intermediate_size: int | None = None
     vocab_size: int | None = None
     max_position_embeddings: int | None = None
+    # Llama-family attention: KV heads (grouped-query attention; null = num_heads) and per-head width
+    # (null = hidden_size / num_heads). Only these families take them.
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    # Prune query heads inside a KV group: not supported yet (whole groups are pruned); true is refused.
+    prune_query_heads: bool = False
+
+
+GQA_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")  # ziplm.models.llama.LLAMA_FAMILIES
+
+
+def check_query_head_pruning(name: str, family: str, num_heads: int | None, num_kv_heads: int | None) -> None:
+    """Refuse ``prune_query_heads=true`` (called with the spec's or the loaded config's head counts).
+
+    Without GQA there is nothing inside a group to prune; with GQA it is not implemented yet. Unknown KV
+    heads (a Hub Llama whose spec does not say) get the GQA message: either way only whole groups are pruned.
+    """
+    kv = num_kv_heads if num_kv_heads is not None or family in GQA_FAMILIES else num_heads
+    if num_heads is not None and kv == num_heads:
+        raise ValueError(
+            f"model.prune_query_heads=true, but model {name!r} has no grouped-query attention "
+            f"(num_key_value_heads = num_heads = {num_heads}), so there is nothing to prune inside a group; "
+            "set model.prune_query_heads=false"
+        )
+    raise ValueError(
+        f"model.prune_query_heads=true is not supported yet: ziplm prunes whole KV groups of model {name!r} "
+        "(a KV head together with the query heads that share it); set model.prune_query_heads=false"
+    )

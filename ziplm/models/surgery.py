@@ -94,3 +94,29 @@ class ZeroBranch(nn.Module):
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         zero = hidden_states.new_zeros(())
         return (zero, None) if self.as_tuple else zero
+
+
+class RemovedCachedAttention(nn.Module):
+    """Pre-norm decoder self-attention removed (x -> x) that still advances the KV cache (GPT-2, OPT, Llama).
+
+    HF decoders read positions and mask sizes from the cache of one layer (``get_seq_length()`` reads
+    layer 0), so a removed attention must keep its cache slot as long as the others. Each call appends
+    one zero key/value of width 1 per token: one float per token, and ``numel() > 0`` (an empty tensor
+    would read as "nothing cached"). Returns HF attention's ``(output, weights)`` with a 0-dim zero.
+
+    The cache comes by keyword (``cache``, or the older ``past_key_values``), as every supported block
+    passes it; in an ``EncoderDecoderCache`` (GPT-2 with cross-attention) the self-attention half is updated.
+    The module holds no parameters, so members saved with any earlier removed-attention module load alike.
+    """
+
+    def __init__(self, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        cache = getattr(cache, "self_attention_cache", cache)
+        if cache is not None:
+            placeholder = hidden_states.new_zeros(hidden_states.shape[0], 1, hidden_states.shape[1], 1)
+            cache.update(placeholder, placeholder, self.layer_idx)
+        return hidden_states.new_zeros(()), None

@@ -71,6 +71,8 @@ def build_database_on_ranks(
     Rank 0 tells the others which projections each calibration pass covers (the builder decides: only
     the layers a resumed database still lacks); they join that pass, then wait for the end of the build.
     """
+    if settings.calibration == "layerwise" and world_size() > 1:  # validate_config refuses it before any work
+        raise ValueError("pruner.calibration=layerwise runs in one process; use pruner.calibration=whole with DDP")
     calibrate = calibrator(trainer)
     build = functools.partial(build_database, model, batches, folder, settings)
     if world_size() == 1:

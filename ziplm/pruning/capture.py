@@ -8,7 +8,8 @@ output error reported per level.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from ziplm.core.hessian import HessianAccumulator, hessian_hooks, output_energy
+from ziplm.core.hessian import HessianAccumulator, TokenMask, hessian_hooks, output_energy
 from ziplm.models.adapter import SUBLAYERS, Sublayer
 from ziplm.models.registry import adapter_for
 
@@ -47,6 +48,29 @@ def projections(model: nn.Module, layers: Iterable[int]) -> dict[tuple[int, Subl
     return found
 
 
+@contextmanager
+def statistics_hooks(
+    modules: Mapping[str, nn.Module],
+) -> Iterator[tuple[dict[str, HessianAccumulator], dict[str, float], TokenMask]]:
+    """Input Hessians and output energies of `modules` while the block runs forward passes (the one
+    definition of both statistics, shared by whole-model and layer-wise calibration)."""
+    energy = dict.fromkeys(modules, 0.0)
+    with hessian_hooks(modules) as (accumulators, token_mask):
+
+        def energy_hook(name: str) -> Any:
+            def hook(_: nn.Module, __: Any, output: torch.Tensor) -> None:
+                energy[name] += output_energy(output, token_mask.current)
+
+            return hook
+
+        handles = [m.register_forward_hook(energy_hook(name)) for name, m in modules.items()]
+        try:
+            yield accumulators, energy, token_mask
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
 Calibrate = Callable[
     [nn.Module, Sequence[Mapping[str, torch.Tensor]], Mapping[str, nn.Module]],
     tuple[Mapping[str, HessianAccumulator], Mapping[str, float]],
@@ -63,27 +87,17 @@ def in_process(show_progress: bool = True) -> Calibrate:
         model: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]], modules: Mapping[str, nn.Module]
     ) -> tuple[Mapping[str, HessianAccumulator], Mapping[str, float]]:
         device = next(model.parameters()).device
-        energy = dict.fromkeys(modules, 0.0)
-        with hessian_hooks(modules) as (accumulators, token_mask):
-
-            def energy_hook(name: str) -> Any:
-                def hook(_: nn.Module, __: Any, output: torch.Tensor) -> None:
-                    energy[name] += output_energy(output, token_mask.current)
-
-                return hook
-
-            handles = [m.register_forward_hook(energy_hook(name)) for name, m in modules.items()]
-            try:
-                with torch.no_grad(), Progress(disable=not show_progress, transient=True) as progress:
-                    task = progress.add_task("calibration forward passes", total=len(batches))
-                    for cpu_batch in batches:
-                        batch = {k: v.to(device) for k, v in cpu_batch.items()}  # calibration data lives on the CPU
-                        token_mask.set(batch.get("attention_mask"))
-                        model(**batch)
-                        progress.advance(task)
-            finally:
-                for handle in handles:
-                    handle.remove()
+        with (
+            statistics_hooks(modules) as (accumulators, energy, token_mask),
+            torch.no_grad(),
+            Progress(disable=not show_progress, transient=True) as progress,
+        ):
+            task = progress.add_task("calibration forward passes", total=len(batches))
+            for cpu_batch in batches:
+                batch = {k: v.to(device) for k, v in cpu_batch.items()}  # calibration data lives on the CPU
+                token_mask.set(batch.get("attention_mask"))
+                model(**batch)
+                progress.advance(task)
         return accumulators, energy
 
     return run

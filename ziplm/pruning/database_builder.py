@@ -3,6 +3,8 @@
 Resumable: layers already in the database folder are skipped, and calibration statistics are only
 collected for the layers still missing. Works on dense models and on already pruned ones (gradual
 schedules): level keys are always counts of the *dense* width, restricted to what is still there.
+Calibration is one whole-model pass (`ziplm.pruning.capture`: every missing layer's Hessians at once) or,
+with ``calibration="layerwise"``, block by block (`ziplm.pruning.layerwise`: one layer's at a time).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ziplm.models.registry import adapter_for
 from ziplm.pruning.baselines import Solver, obs_solver
 from ziplm.pruning.capture import Calibrate, ProjectionStats, capture
 from ziplm.pruning.fisher import build_fisher_database
+from ziplm.pruning.layerwise import calibrate_layerwise
 from ziplm.pruning.levels_database import (
     DATABASE_FORMAT,
     DatabaseSettings,
@@ -30,6 +33,7 @@ from ziplm.pruning.levels_database import (
     sublayer_seed,
 )
 from ziplm.pruning.methods import method
+from ziplm.pruning.settings import check_calibration_mode
 
 __all__ = ["DATABASE_FORMAT", "DatabaseSettings", "build_database", "fingerprint", "open_database", "sublayer_seed"]
 
@@ -95,15 +99,20 @@ def build_database(
     settings: DatabaseSettings | None = None,
     show_progress: bool = True,
     calibrate: Calibrate | None = None,
+    device: torch.device | str | None = None,
 ) -> LevelDatabase:
     """Build (or resume) the levels database of `model` on calibration `batches` in `folder`.
 
-    `calibrate` runs the calibration passes (default: in this process; a run passes Lightning's).
+    `calibrate` runs the whole-model calibration passes (default: in this process; a run passes
+    Lightning's). ``settings.calibration="layerwise"`` calibrates block by block in this process instead
+    (`ziplm.pruning.layerwise`: memory flat in depth), each block on `device` (default: the model's), and
+    does not use `calibrate`; it gives the same database.
 
     The method (``settings.method``) comes from `ziplm.pruning.methods.REGISTRY`: per-level solvers run
     here, Fisher methods (`ziplm.pruning.fisher`) need labelled batches (``with_labels=True``).
     """
     settings = settings or DatabaseSettings()
+    check_calibration_mode(settings.calibration, settings.method)
     chosen = method(settings.method)  # ValueError naming every registered method
     if chosen.selection == "fisher":
         return build_fisher_database(model, batches, folder, settings, show_progress, calibrate)
@@ -115,6 +124,9 @@ def build_database(
     dims = adapter.dims(model)
     database, todo = open_database(model, batches, folder, settings)
     if not todo:
+        return database
+    if settings.calibration == "layerwise":
+        _build_layerwise(model, batches, database, todo, settings, show_progress, device)
         return database
     fp = database.fingerprint
     started = time.perf_counter()
@@ -134,6 +146,36 @@ def build_database(
             progress.advance(task)
     database.build_seconds["obs"] = time.perf_counter() - started
     return database
+
+
+def _build_layerwise(
+    model: nn.Module,
+    batches: Sequence[Mapping[str, torch.Tensor]],
+    database: LevelDatabase,
+    todo: list[int],
+    settings: DatabaseSettings,
+    show_progress: bool,
+    device: torch.device | str | None,
+) -> None:
+    """The layers in `todo`, each solved and written as soon as its block has seen the calibration set."""
+    dims = adapter_for(model).dims(model)
+    structure = current_structure(model, dims)
+    solving = 0.0
+    started = time.perf_counter()
+
+    def solve(layer: int, stats: dict[tuple[int, Sublayer], ProjectionStats]) -> None:
+        nonlocal solving
+        begun = time.perf_counter()
+        fp = database.fingerprint
+        entries: dict[str, list[LevelEntry]] = {
+            s: _layer_sublayer(model, layer, s, stats, structure, dims, fp, settings) for s in SUBLAYERS
+        }
+        database.add_layer(layer, entries)
+        solving += time.perf_counter() - begun
+
+    calibrate_layerwise(model, batches, todo, solve, device=device, show_progress=show_progress)
+    database.build_seconds["calibration"] = time.perf_counter() - started - solving
+    database.build_seconds["obs"] = solving
 
 
 def _layer_sublayer(

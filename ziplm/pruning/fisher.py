@@ -33,6 +33,7 @@ from ziplm.models.registry import adapter_for
 from ziplm.pruning.capture import Calibrate, ProjectionStats, capture
 from ziplm.pruning.levels_database import DatabaseSettings, open_database
 from ziplm.pruning.methods import METHODS, method
+from ziplm.pruning.settings import check_calibration_mode
 
 LABEL_KEYS = ("labels", "start_positions", "end_positions")
 Key = tuple[int, Sublayer]
@@ -242,6 +243,7 @@ def build_fisher_database(
         ValueError: unknown Fisher method, empty or unlabelled calibration batches.
     """
     chosen = method(settings.method)
+    check_calibration_mode(settings.calibration, settings.method)  # Fisher stays whole-model
     if chosen.selection != "fisher":
         fisher = [name for name in METHODS if method(name).selection == "fisher"]
         raise ValueError(f"{settings.method!r} is not a Fisher method; choose one of {tuple(fisher)}")
