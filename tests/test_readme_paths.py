@@ -177,7 +177,7 @@ PATHS: tuple[UserPath, ...] = (
     hub("ziplm run model=bert-base task=squad hardware=v100 trainer=gpu schedule=gradual", *GPU),
     run("ziplm run experiment=smoke trainer=ddp-cpu", *FAST),
     # README: Llama-family and OPT decoders
-    run("ziplm run experiment=smoke model=tiny-llama task=tiny-lm", *FAST),
+    run("ziplm run experiment=smoke model=llama-mini task=tiny-lm", *FAST),
     hub("ziplm run model=llama-3-8b task=wikitext2 hardware=a100 pruner.calibration=layerwise", *GPU),
     hub("ziplm eval checkpoint=distilbert-base-uncased-finetuned-sst-2-english task=sst2"),
     # Reproduce the paper (both READMEs)
