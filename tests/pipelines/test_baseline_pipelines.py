@@ -61,7 +61,7 @@ def test_misspelt_method_fails_before_the_teacher(tmp_path: Path, monkeypatch: p
         raise AssertionError("the teacher was trained despite bad input")
 
     monkeypatch.setattr(prune, "load_or_train_teacher", no_teacher)
-    message = r"pruner\.method must be one of .*fisher-norescale, layerdrop, got 'fischer'"
+    message = r"pruner\.method must be one of .*fisher-norescale, layerdrop, blockdrop, got 'fischer'"
     with pytest.raises(ValueError, match=message):
         _run(tmp_path, tmp_path / "run", ["pruner.method=fischer"], monkeypatch)
 

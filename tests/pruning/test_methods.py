@@ -15,13 +15,19 @@ PRUNING = Path(ziplm.__file__).parent / "pruning"
 
 
 def test_registry_names_and_what_each_method_needs() -> None:
-    assert METHODS == ("obs", "magnitude", "random", "fisher", "fisher-norescale", "layerdrop") == validate.METHODS
+    assert (
+        METHODS
+        == ("obs", "magnitude", "random", "fisher", "fisher-norescale", "layerdrop", "blockdrop")
+        == validate.METHODS
+    )
     assert all(isinstance(m, Method) and m.name == name for name, m in REGISTRY.items())
     assert [n for n in METHODS if method(n).selection == "solver"] == ["obs", "magnitude", "random"]
     assert [n for n in METHODS if method(n).labelled] == ["fisher", "fisher-norescale"]
     assert [n for n in METHODS if method(n).seeded] == ["random"]
     assert [n for n in METHODS if method(n).mask_tuning] == ["fisher"]
-    assert [n for n in METHODS if not method(n).builds_database] == ["layerdrop"]
+    assert [n for n in METHODS if not method(n).builds_database] == ["layerdrop", "blockdrop"]
+    assert [method(n).layer_choice for n in ("layerdrop", "blockdrop")] == ["spread", "influence"]
+    assert [n for n in METHODS if not method(n).calibrated] == ["layerdrop"]  # blockdrop scores blocks on them
     # Report titles as before the registry: "ZipLM" for OBS, "<name> baseline" for the others.
     assert [method(n).label for n in METHODS] == ["ZipLM", *(f"{n} baseline" for n in METHODS[1:])]
 

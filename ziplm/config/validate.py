@@ -29,7 +29,7 @@ from ziplm.pruning.settings import check_calibration  # plain Python, like the o
 
 # Mirrors of what the consuming modules accept (kept equal to their sources by tests/config/test_validate.py).
 SCHEDULES = ("oneshot", "gradual")
-METHODS = ("obs", "magnitude", "random", "fisher", "fisher-norescale", "layerdrop")  # ziplm.pruning.methods
+METHODS = ("obs", "magnitude", "random", "fisher", "fisher-norescale", "layerdrop", "blockdrop")  # pruning.methods
 MEMBER_DTYPES = ("float32", "bfloat16", "float16")  # ziplm.models.io.SAVE_DTYPES
 HARDWARE_DTYPES = ("float32", "float16", "bfloat16")  # ziplm.latency.measure.DTYPES
 ENGINES = ("eager", "compile", "onnxruntime")  # ziplm.latency.measure.ENGINES

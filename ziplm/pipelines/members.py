@@ -29,12 +29,21 @@ from ziplm.lit.phases import evaluate
 from ziplm.models import adapter_for, count_parameters, load_pruned, save_pruned
 from ziplm.models.io import count_encoder_parameters
 from ziplm.pipelines.placement import eval_precision
-from ziplm.pruning.layerdrop import choose_layer_count, distillation_pairs, drop_to_identity, spread_layers
+from ziplm.pruning.block_importance import influential_layers
+from ziplm.pruning.layerdrop import (
+    choose_layer_count,
+    distillation_pairs,
+    drop_to_identity,
+    layer_count_speedups,
+    spread_layers,
+)
+from ziplm.pruning.methods import method as registered_method
 from ziplm.pruning.search import pick_measured
 from ziplm.pruning.targets import Choice, target_status
 from ziplm.report.records import MemberRecord
 
 METRICS_FILE = "metrics.json"
+Batches = Sequence[Mapping[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -155,7 +164,7 @@ class Family:
         """Evaluate, measure against the dense model, and save a member with its record.
 
         `extra`: the record fields of how the member was made (method, search, search_target, attempts,
-        layers_kept: `MemberRecord`'s names).
+        layers_kept, block_influence: `MemberRecord`'s names).
         """
         started = time.perf_counter()
         data = self.data
@@ -193,14 +202,22 @@ class Family:
         barrier()  # the member is complete on disk before any rank goes on
         return record
 
-    def layerdrop_member(self, teacher: nn.Module, latency: LatencyModel, target: float, logger: Any) -> MemberRecord:
-        """Layer-dropping baseline member: keep the evenly spread layers whose count the latency table puts
-        closest to `target`, distill them (each kept layer matched to its own teacher layer), evaluate, save."""
+    def layerdrop_member(self, teacher: nn.Module, latency: LatencyModel, target: float, logger: Any,
+                         start: nn.Module | None = None,
+                         calibration: Batches = ()) -> tuple[MemberRecord, nn.Module]:  # fmt: skip
+        """Layer-dropping baseline member: keep as many layers as the latency table puts closest to `target`
+        — evenly spread (layerdrop), or the live layers of `start` (default the teacher) of highest Block
+        Influence on `calibration` (blockdrop) — cut from `start`, distill them (each kept layer matched to
+        its own teacher layer), evaluate, save. Returns the record and the member (float32)."""
         dims = adapter_for(teacher).dims(teacher)
         count, predicted = choose_layer_count(latency, dims, target)
-        keep = spread_layers(dims.num_layers, count)
-        student = drop_to_identity(teacher, keep)
+        model = teacher if start is None else start
+        extra: dict[str, Any] = {"method": self.settings.pruner.method}
+        if registered_method(self.settings.pruner.method).layer_choice == "influence":
+            keep, extra["block_influence"] = on_main(lambda: influential_layers(model, calibration, count))
+            predicted = layer_count_speedups(latency, dims)[len(keep)]  # fewer when `start` has fewer live
+        else:
+            keep = spread_layers(dims.num_layers, count)
+        student = drop_to_identity(model, keep)
         self.distill(student, teacher, logger, f"{target:g}x", layer_pairs=distillation_pairs(keep, shorter=False))
-        return self.finish(
-            student, teacher, target, predicted, {"method": self.settings.pruner.method, "layers_kept": keep}
-        )
+        return self.finish(student, teacher, target, predicted, {**extra, "layers_kept": keep}), student

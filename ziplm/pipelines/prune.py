@@ -89,13 +89,13 @@ def run_prune(cfg: DictConfig) -> None:
             baselines = measure_baselines(family, teacher, settings.baselines)
     steps = iter(range(1, len(settings.search.targets) + 1))
     on_member = lambda record: tracker.log_member(record.to_json(), step=next(steps))  # noqa: E731
+    # Calibration (Fisher methods take gradients of the task loss: labelled; blockdrop scores blocks on it).
+    drawn, seed = settings.pruner.calibration_samples if method.calibrated else 0, settings.seed
+    calibration = calibration_batches(data.train_features, drawn, 32, seed, method.labelled) if drawn else []
     if not method.builds_database:  # layer dropping
-        members = schedules.layerdrop(family, teacher, latency, phases, on_member, tracker.lightning_logger)
+        logger = tracker.lightning_logger
+        members = schedules.layerdrop(family, teacher, latency, calibration, phases, on_member, logger)
     else:
-        # Calibration (Fisher methods take gradients of the task loss: labelled) and SPDY's loss batches.
-        calibration = calibration_batches(
-            data.train_features, settings.pruner.calibration_samples, 32, settings.seed, method.labelled
-        )
         samples = settings.search.spdy_loss_samples
         loss = calibration_batches(data.train_features, samples, 32, settings.seed + 1, True) if samples > 0 else []
         if settings.schedule == "oneshot":
@@ -199,6 +199,7 @@ def _report(family: Family, dense: MemberRecord, members: list[MemberRecord], ba
         "(search.speedup_corrections)",
         *[timing_note(noise, members[0].tolerance if members else None) for noise in family.timing.values()],
         *correction_notes(members),
+        *[_influence_note(m) for m in members if m.block_influence],
         *phase_notes,
         f"total: {time.perf_counter() - started:.1f} s",
         provenance_line(made_by),
@@ -209,3 +210,9 @@ def _report(family: Family, dense: MemberRecord, members: list[MemberRecord], ba
     tracker.log_report(dense, members, metric, plot, out / "latency_table.json", baselines, teacher)
     console.print(Markdown(table))
     console.print(f"[green]done[/green] in {time.perf_counter() - started:.0f} s — report: {out / 'results.md'}")
+
+
+def _influence_note(member: MemberRecord) -> str:
+    """Why a blockdrop member keeps its layers: every layer's Block Influence (– for one dropped before)."""
+    scores = ", ".join("–" if bi is None else f"{bi:.4f}" for bi in member.block_influence or [])
+    return f"{member.member}: kept layers {member.layers_kept} of highest Block Influence (per layer: {scores})"

@@ -1,4 +1,4 @@
-"""The three ways a family is made, one function each: one-shot, gradual, and the layer-dropping baseline.
+"""The three ways a family is made, one function each: one-shot, gradual, and the layer-dropping baselines.
 
 One-shot: one database on the dense teacher serves every target; no fine-tuning.
 Gradual: for each increasing target, rebuild the database on the current model, prune, distill from
@@ -18,6 +18,7 @@ from torch import nn
 from ziplm.core.latency import LatencyModel
 from ziplm.pipelines.members import Family
 from ziplm.pipelines.ranks import build_database_on_ranks
+from ziplm.pruning.methods import method as registered_method
 from ziplm.pruning.stitch import stitch
 from ziplm.report.records import MemberRecord
 
@@ -77,17 +78,23 @@ def gradual(family: Family, teacher: nn.Module, latency: LatencyModel, calibrati
     return members
 
 
-def layerdrop(family: Family, teacher: nn.Module, latency: LatencyModel, phases: PhaseTimer, on_member: OnMember,
-              logger: Any) -> list[MemberRecord]:  # fmt: skip
-    """Layer-dropping baseline: every member starts from the teacher and is distilled epochs_per_stage."""
-    members = []
+def layerdrop(family: Family, teacher: nn.Module, latency: LatencyModel, calibration: Batches, phases: PhaseTimer,
+              on_member: OnMember, logger: Any) -> list[MemberRecord]:  # fmt: skip
+    """Layer-dropping baselines: one member per target, distilled epochs_per_stage. Evenly spread layers
+    (layerdrop) are cut from the teacher every time; layers chosen by Block Influence (blockdrop) are cut,
+    in a gradual schedule, from the previous member and scored on it (the model as shortened so far)."""
+    method = registered_method(family.settings.pruner.method)
+    chained = family.settings.schedule == "gradual" and method.layer_choice == "influence"
+    members, current = [], teacher
     for target in [float(t) for t in family.settings.search.targets]:
         record = family.completed(target)
         if record is None:
-            with phases(f"layerdrop {target:g}x"):
-                record = family.layerdrop_member(teacher, latency, target, logger)
+            with phases(f"{method.name} {target:g}x"):
+                record, member = family.layerdrop_member(teacher, latency, target, logger, current, calibration)
         else:
             console.print(f"member {target:g}x already complete: skipped")
+            member = family.reload(target) if chained else teacher
+        current = member if chained else teacher
         members.append(record)
         on_member(record)
     return members

@@ -6,7 +6,9 @@ registry what a method needs instead of comparing its name. Three ways to choose
 - ``solver``: a per-level solver with the OBS solver's interface runs on every output projection
   (ZipLM's OBS; the magnitude and random baselines, `ziplm.pruning.baselines`);
 - ``fisher``: Fisher mask importances from labelled calibration batches (`ziplm.pruning.fisher`);
-- ``layers``: whole layers dropped, no levels database at all (`ziplm.pruning.layerdrop`).
+- ``layers``: whole layers dropped, no levels database at all (`ziplm.pruning.layerdrop`): evenly spread
+  ones kept (``layer_choice="spread"``), or those of highest Block Influence on calibration batches
+  (``"influence"``, `ziplm.pruning.block_importance`).
 
 This module imports only the solvers, so the database builders can ask it about a method (arrows one way:
 ``database_builder → fisher → levels_database → methods → baselines``).
@@ -22,6 +24,7 @@ from typing import Literal
 from ziplm.pruning.baselines import Solver, magnitude_solver, obs_solver, random_solver
 
 Selection = Literal["solver", "fisher", "layers"]
+LayerChoice = Literal["spread", "influence"]
 
 
 def _unseeded(solver: Solver) -> Callable[[int], Solver]:
@@ -41,6 +44,7 @@ class Method:
         labelled: its calibration batches carry labels (Fisher importances are task-loss gradients).
         seeded: the run's seed is an input of its levels (and so of the database fingerprint).
         mask_tuning: Fisher only: Kwon et al.'s least-squares rescaling of the kept columns.
+        layer_choice: for ``selection="layers"``: which layers are kept (see the module docstring).
     """
 
     name: str
@@ -50,11 +54,17 @@ class Method:
     labelled: bool = False
     seeded: bool = False
     mask_tuning: bool = False
+    layer_choice: LayerChoice | None = None
 
     @property
     def builds_database(self) -> bool:
         """Whether the method selects structures from a levels database (layer dropping does not)."""
         return self.selection != "layers"
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the method reads calibration batches (every method but evenly spread layer dropping)."""
+        return self.builds_database or self.layer_choice == "influence"
 
     def make_solver(self, seed: int) -> Solver:
         """The per-level solver for one sublayer (ValueError for a method without one)."""
@@ -73,7 +83,9 @@ REGISTRY: dict[str, Method] = {
         Method("fisher", "fisher baseline", "fisher", labelled=True, mask_tuning=True),
         Method("fisher-norescale", "fisher-norescale baseline", "fisher", labelled=True),
         # DistilBERT/DistilGPT2-style students: whole layers dropped, no levels database.
-        Method("layerdrop", "layerdrop baseline", "layers"),
+        Method("layerdrop", "layerdrop baseline", "layers", layer_choice="spread"),
+        # ShortGPT-style depth pruning (Men et al. 2024): the layers of highest Block Influence kept.
+        Method("blockdrop", "blockdrop baseline", "layers", layer_choice="influence"),
     )
 }
 METHODS: tuple[str, ...] = tuple(REGISTRY)

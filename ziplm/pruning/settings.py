@@ -17,6 +17,11 @@ CALIBRATION_MODES = ("whole", "layerwise")
 # Methods whose statistics come from whole-model passes only (Fisher: gradients of the task loss).
 # Mirrors the "fisher" selections of ziplm.pruning.methods (tests/test_layerwise_calibration.py checks).
 WHOLE_MODEL_METHODS = ("fisher", "fisher-norescale")
+# Block Influence (blockdrop) compares each block's input with its output in whole-model passes too.
+_WHOLE_PASS_REASONS = {
+    **dict.fromkeys(WHOLE_MODEL_METHODS, "Fisher importances are gradients through the whole model"),
+    "blockdrop": "Block Influence is measured in whole-model passes",
+}
 
 
 @dataclass
@@ -25,6 +30,7 @@ class PrunerSettings:
 
     # Which rule picks the removed structures: obs (ZipLM) | magnitude | random | fisher | fisher-norescale
     # (Kwon et al. 2022, with / without least-squares mask tuning) | layerdrop (whole layers, DistilBERT-style)
+    # | blockdrop (whole layers of lowest Block Influence dropped, ShortGPT-style)
     method: str = "obs"
     damp: float = 0.01  # relative Hessian dampening
     calibration_samples: int = 1024  # training samples whose activations build the Hessians
@@ -93,10 +99,10 @@ def check_calibration(pruner: Mapping[str, Any], trainer: Mapping[str, Any]) -> 
         raise ValueError(f"pruner.calibration must be one of {', '.join(CALIBRATION_MODES)}, got {value!r}{fix}")
     if value != "layerwise":
         return
-    if pruner.get("method") in WHOLE_MODEL_METHODS:
+    if pruner.get("method") in _WHOLE_PASS_REASONS:
         raise ValueError(
-            f"pruner.calibration must be whole with pruner.method={pruner['method']} (Fisher importances are "
-            f"gradients through the whole model), got 'layerwise'{fix}"
+            f"pruner.calibration must be whole with pruner.method={pruner['method']} "
+            f"({_WHOLE_PASS_REASONS[pruner['method']]}), got 'layerwise'{fix}"
         )
     processes = _processes(trainer)
     if processes != 1:

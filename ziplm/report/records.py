@@ -21,7 +21,8 @@ METRIC_PREFIX = "metric/"
 _BEFORE_METRICS = ("member", "target_speedup", "predicted_speedup", "measured_speedup", "deviation", "parameters",
                    "encoder_parameters", "heads_kept", "neurons_kept")  # fmt: skip
 _AFTER_METRICS = ("eval_precision", "saved_dtype", "method", "search", "search_target", "attempts", "layers_kept",
-                  "evaluate_measure_seconds", "speedup_interval", "target_status", "tolerance")  # fmt: skip
+                  "block_influence", "evaluate_measure_seconds", "speedup_interval", "target_status",
+                  "tolerance")  # fmt: skip
 
 
 @dataclass
@@ -35,6 +36,8 @@ class MemberRecord:
         search_target: the target the kept candidate was searched at (corrected from measurement).
         attempts: every search-and-measure try (`Attempt.to_dict`), in order.
         layers_kept: layer dropping only: the teacher layers the member keeps.
+        block_influence: blockdrop only: each layer's Block Influence on the model it was cut from (None for
+            a layer dropped before), the scores that chose `layers_kept`.
         target_status: whether the measured speedup met the target within `tolerance`; a member more than
             that below its target is "missed" and reported so, never as meeting it.
         encoder_parameters: the Transformer layers' parameters only (no embeddings, no task head): the count
@@ -58,6 +61,7 @@ class MemberRecord:
     search_target: float | None = None
     attempts: list[dict[str, float]] | None = None
     layers_kept: list[int] | None = None
+    block_influence: list[float | None] | None = None
     evaluate_measure_seconds: float | None = None
     encoder_parameters: int | None = None
     speedup_interval: list[float] | None = None  # ~95% interval of measured_speedup ([low, high])
