@@ -7,7 +7,8 @@ defines ``sublayer_parameter_counts(model, structure)`` (see `adapter_parameter_
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -75,6 +76,34 @@ def positions(current: tuple[int, ...], kept: tuple[int, ...]) -> list[int]:
     """Positions of the `kept` original ids inside the model's current (already sliced) ordering."""
     index = {orig: pos for pos, orig in enumerate(current)}
     return [index[i] for i in kept]
+
+
+PruneAttention = Callable[[Any, int, list[int]], None]
+"""(block, layer index, positions of the heads to keep in its current order) -> None: slices one block."""
+PruneFfn = Callable[[Any, list[int]], None]
+"""(block, positions of the neurons to keep) -> None."""
+
+
+def apply_per_layer(
+    adapter: ModelAdapter,
+    model: nn.Module,
+    structure: Structure,
+    prune_attention: PruneAttention,
+    prune_ffn: PruneFfn,
+) -> None:
+    """The surgery loop every family shares: refuse an unreachable target, slice in each block only what
+    changed (positions in its current order), record the structure. Families supply the two slicers."""
+    dims = adapter.dims(model)
+    current = current_structure(model, dims)
+    check_reachable(current, structure)
+    for index, (block, cur, new) in enumerate(
+        zip(adapter.layers(model), current.layers, structure.layers, strict=True)
+    ):
+        if new.heads != cur.heads:
+            prune_attention(block, index, positions(cur.heads, new.heads))
+        if new.neurons != cur.neurons:
+            prune_ffn(block, positions(cur.neurons, new.neurons))
+    record_structure(model, structure)
 
 
 def sublayer_parameter_counts(dims: ModelDims, structure: Structure) -> list[dict[str, int]]:

@@ -12,13 +12,7 @@ from typing import Any, cast
 from torch import nn
 
 from ziplm.core.structure import ModelDims, Structure
-from ziplm.models.adapter import (
-    Sublayer,
-    check_reachable,
-    current_structure,
-    positions,
-    record_structure,
-)
+from ziplm.models.adapter import Sublayer, apply_per_layer
 from ziplm.models.surgery import SkippedAttention, SkippedIntermediate, SkippedOutput, slice_linear
 
 
@@ -47,15 +41,14 @@ class BertAdapter:
         )
 
     def apply_structure(self, model: nn.Module, structure: Structure) -> None:
-        dims = self.dims(model)
-        current = current_structure(model, dims)
-        check_reachable(current, structure)
-        for layer, cur, new in zip(self.layers(model), current.layers, structure.layers, strict=True):
-            if new.heads != cur.heads:
-                self._prune_attention(layer, positions(cur.heads, new.heads), dims.head_dim)
-            if new.neurons != cur.neurons:
-                self._prune_ffn(layer, positions(cur.neurons, new.neurons))
-        record_structure(model, structure)
+        head_dim = self.dims(model).head_dim
+        apply_per_layer(
+            self,
+            model,
+            structure,
+            lambda block, _, heads: self._prune_attention(block, heads, head_dim),
+            self._prune_ffn,
+        )
 
     @staticmethod
     def _prune_attention(layer: Any, head_positions: list[int], head_dim: int) -> None:

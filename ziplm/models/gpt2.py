@@ -14,13 +14,7 @@ from typing import Any, cast
 from torch import nn
 
 from ziplm.core.structure import ModelDims, Structure
-from ziplm.models.adapter import (
-    Sublayer,
-    check_reachable,
-    current_structure,
-    positions,
-    record_structure,
-)
+from ziplm.models.adapter import Sublayer, apply_per_layer
 from ziplm.models.surgery import RemovedCachedAttention, ZeroBranch, slice_conv1d
 
 
@@ -46,17 +40,14 @@ class GPT2Adapter:
         )
 
     def apply_structure(self, model: nn.Module, structure: Structure) -> None:
-        dims = self.dims(model)
-        current = current_structure(model, dims)
-        check_reachable(current, structure)
-        for index, (block, cur, new) in enumerate(
-            zip(self.layers(model), current.layers, structure.layers, strict=True)
-        ):
-            if new.heads != cur.heads:
-                self._prune_attention(block, index, positions(cur.heads, new.heads), dims.head_dim)
-            if new.neurons != cur.neurons:
-                self._prune_mlp(block, positions(cur.neurons, new.neurons))
-        record_structure(model, structure)
+        head_dim = self.dims(model).head_dim
+        apply_per_layer(
+            self,
+            model,
+            structure,
+            lambda block, index, heads: self._prune_attention(block, index, heads, head_dim),
+            self._prune_mlp,
+        )
 
     @staticmethod
     def _prune_attention(block: Any, index: int, head_positions: list[int], head_dim: int) -> None:

@@ -19,7 +19,7 @@ from typing import Any, cast
 from torch import nn
 
 from ziplm.core.structure import ModelDims, Structure
-from ziplm.models.adapter import Sublayer, check_reachable, current_structure, positions, record_structure
+from ziplm.models.adapter import Sublayer, apply_per_layer
 from ziplm.models.spec import GQA_FAMILIES
 from ziplm.models.surgery import RemovedCachedAttention, ZeroBranch, slice_linear
 
@@ -62,18 +62,15 @@ class LlamaAdapter:
         )
 
     def apply_structure(self, model: nn.Module, structure: Structure) -> None:
-        dims = self.dims(model)
-        current = current_structure(model, dims)
-        check_reachable(current, structure)
+        group_width = self.dims(model).head_dim
         _, _, head_dim = attention_shape(model.config)
-        for index, (block, cur, new) in enumerate(
-            zip(self.layers(model), current.layers, structure.layers, strict=True)
-        ):
-            if new.heads != cur.heads:
-                self._prune_attention(block, index, positions(cur.heads, new.heads), dims.head_dim, head_dim)
-            if new.neurons != cur.neurons:
-                self._prune_mlp(block, positions(cur.neurons, new.neurons))
-        record_structure(model, structure)
+        apply_per_layer(
+            self,
+            model,
+            structure,
+            lambda block, index, groups: self._prune_attention(block, index, groups, group_width, head_dim),
+            self._prune_mlp,
+        )
 
     @staticmethod
     def _prune_attention(block: Any, index: int, groups: list[int], group_width: int, head_dim: int) -> None:
