@@ -126,6 +126,10 @@ def test_save_load_round_trip(tmp_path: Path, family: str) -> None:
     layers = adapter_for(loaded).layers(loaded)
     assert manifest["family"] == family
     assert manifest["prunable_parameters"] == sum(p.numel() for p in layers.parameters())
+    table = (folder / "structure.md").read_text()  # a group is one KV head with its query heads, not a "head"
+    dims = adapter_for(model).dims(model)
+    assert "| layer | KV groups kept | KV groups ids |" in table
+    assert f"{dims.num_heads} KV groups x {dims.head_dim} columns" in table
     check_cached_decoding(loaded)
 
 

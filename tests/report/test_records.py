@@ -93,7 +93,7 @@ def test_report_table_and_notes_are_unchanged(tmp_path: Path) -> None:
     )
     assert results_table(dense, members, "accuracy") == (
         "| model | target | predicted | measured | deviation | accuracy | Δ vs dense | params (M) | % params "
-        "| encoder (M) |\n"
+        "| blocks (M) |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n"
         "| dense | 1.00× | 1.00× | 1.00× | — | 91.25 | — | 4.39 | 100.0 | — |\n"
         "| 1.5x | 1.50× | 1.50× | 1.47× | -1.8% | 88.00 | -3.25 | 3.01 | 68.7 | — |\n"

@@ -69,15 +69,16 @@ def _state(removed: bool) -> str:
     return "removed" if removed else "kept"
 
 
-def _structure_table(structure: Structure, counts: list[dict[str, int]]) -> str:
+def _structure_table(structure: Structure, counts: list[dict[str, int]], unit: str = "heads") -> str:
+    """`unit` names what the structure's attention "heads" are for this family (GQA: whole KV groups)."""
     dims = structure.dims
     lines = [
         "# Pruned structure",
         "",
-        f"Dense: {dims.num_layers} layers, {dims.num_heads} heads x {dims.head_dim}, "
+        f"Dense: {dims.num_layers} layers, {dims.num_heads} {unit} x {dims.head_dim} columns, "
         f"FFN {dims.intermediate_size}, hidden {dims.hidden_size}. Ids are the dense model's.",
         "",
-        "| layer | heads kept | head ids | neurons kept | attention | ffn | attention params | ffn params |",
+        f"| layer | {unit} kept | {unit} ids | neurons kept | attention | ffn | attention params | ffn params |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for i, (layer, count) in enumerate(zip(structure.layers, counts, strict=True)):
@@ -161,7 +162,8 @@ def save_pruned(
         manifest["dtype"] = str(wanted).removeprefix("torch.")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         counts = adapter_parameter_counts(adapter, model, structure)
-        (tmp / STRUCTURE_TABLE).write_text(_structure_table(structure, counts))
+        unit = getattr(adapter, "attention_unit", "heads")
+        (tmp / STRUCTURE_TABLE).write_text(_structure_table(structure, counts, unit))
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)

@@ -39,6 +39,9 @@ def attention_shape(config: Any) -> tuple[int, int, int]:
 class LlamaAdapter:
     """`ModelAdapter` for HF Llama, Mistral, Qwen2 and Qwen3 (``family`` = the config's ``model_type``)."""
 
+    # What the structure's "heads" are here: one KV head with the query heads sharing it (structure.md says so).
+    attention_unit = "KV groups"
+
     def __init__(self, family: str = "llama") -> None:
         if family not in LLAMA_FAMILIES:
             raise ValueError(f"LlamaAdapter serves {LLAMA_FAMILIES}, not {family!r}")

@@ -197,6 +197,7 @@ def _report(family: Family, dense: MemberRecord, members: list[MemberRecord], ba
         "predicted: the latency table's speedup for the kept structure; when a pick's measured speedup missed "
         "its target by more than the tolerance, the search ran again at a corrected target "
         "(search.speedup_corrections)",
+        "blocks (M): parameters of the Transformer blocks only (no embeddings, no task or LM head)",
         *[timing_note(noise, members[0].tolerance if members else None) for noise in family.timing.values()],
         *correction_notes(members),
         *[_influence_note(m) for m in members if m.block_influence],

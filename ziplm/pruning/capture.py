@@ -129,7 +129,19 @@ def capture(
         accumulators, energy = run(model, batch_list, {names[k]: m for k, m in modules.items()})
     finally:
         model.train(was_training)
-    stats = {k: ProjectionStats(accumulators[names[k]], energy[names[k]]) for k in modules}
+    return CalibrationStats(collect_stats(names, accumulators, energy))
+
+
+def collect_stats(
+    names: Mapping[tuple[int, Sublayer], str], accumulators: Mapping[str, Any], energy: Mapping[str, Any]
+) -> dict[tuple[int, Sublayer], ProjectionStats]:
+    """Each projection's statistics from the hooks' outputs (keyed by hook name); shared by whole-model and
+    layer-wise calibration so both refuse an all-padding calibration set alike.
+
+    Raises:
+        ValueError: if a projection saw no non-padding token.
+    """
+    stats = {k: ProjectionStats(accumulators[name], energy[name]) for k, name in names.items()}
     if any(s.hessian.n_tokens == 0 for s in stats.values()):
         raise ValueError("the calibration set holds no token: every position is masked as padding")
-    return CalibrationStats(stats)
+    return stats

@@ -27,7 +27,7 @@ from transformers.cache_utils import Cache
 
 from ziplm.models.adapter import Sublayer
 from ziplm.models.registry import adapter_for
-from ziplm.pruning.capture import ProjectionStats, projections, statistics_hooks
+from ziplm.pruning.capture import ProjectionStats, collect_stats, projections, statistics_hooks
 
 Solve = Callable[[int, dict[tuple[int, Sublayer], ProjectionStats]], None]
 """Called once per layer to build, with that layer's statistics, while its block is on the compute device."""
@@ -168,9 +168,7 @@ def calibrate_layerwise(
                     with torch.no_grad():
                         accumulators, energy = _forward(block, calls, {names[k]: m for k, m in keys.items()})
                     if layer in todo:
-                        stats = {k: ProjectionStats(accumulators[names[k]], energy[names[k]]) for k in keys}
-                        if any(s.hessian.n_tokens == 0 for s in stats.values()):
-                            raise ValueError("the calibration set holds no token: every position is masked as padding")
+                        stats = collect_stats(names, accumulators, energy)
                         solve(layer, stats)
                         del stats, accumulators  # this layer's Hessians go before the next layer's come
                 finally:

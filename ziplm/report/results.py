@@ -31,7 +31,7 @@ def results_rows(
     """The results table as (header, rows of formatted cells): one row for the dense model, one per member."""
     dense_metric, dense_params = dense.metric(metric), float(dense.parameters)
     header = ["model", "target", "predicted", "measured", "deviation", metric, "Δ vs dense", "params (M)", "% params",
-              "encoder (M)"]  # fmt: skip
+              "blocks (M)"]  # fmt: skip
     rows = [["dense", "1.00×", "1.00×", "1.00×", "—", _fmt(dense_metric), "—", f"{dense_params / 1e6:.2f}", "100.0",
              _millions(dense.encoder_parameters)]]  # fmt: skip
     for m in members:
@@ -143,7 +143,7 @@ def baseline_section(dense: MemberRecord, baselines: Sequence[MemberRecord], met
         "Δ vs dense",
         "params (M)",
         "% params",
-        "encoder (M)",
+        "blocks (M)",
         "checkpoint",
         "source",
     ]
