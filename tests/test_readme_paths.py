@@ -112,6 +112,7 @@ def hub(command: str, *append: str, fill: Any = None) -> UserPath:
 
 M, SWEEP = "{member}", "{sweep}"
 F2X, MEM = {"<family/2x>": M}, {"<member>": M}
+DECODER = {"<member>": "{decoder}"}  # a member of `ziplm run experiment=smoke model=llama-mini task=tiny-lm`
 # Smaller than `experiment=smoke` where it costs nothing to check: one target, two timing rounds per member.
 FAST = ("search.targets=[1.5]", "search.speedup_rounds=2")
 SMOKE = ("experiment=smoke", *FAST)  # the main job's choices that a README line leaves, at smoke scale
@@ -180,6 +181,13 @@ PATHS: tuple[UserPath, ...] = (
     run("ziplm run experiment=smoke model=llama-mini task=tiny-lm", *FAST),
     hub("ziplm run model=llama-3-8b task=wikitext2 hardware=a100 pruner.calibration=layerwise", *GPU),
     hub("ziplm eval checkpoint=distilbert-base-uncased-finetuned-sst-2-english task=sst2"),
+    # README: lm-evaluation-harness, on a member of the offline Llama miniature above
+    hub("ziplm eval checkpoint=<member> eval=lm-eval 'eval.tasks=[hellaswag,arc_easy]' eval.num_fewshot=0",
+        fill=DECODER),
+    run("ziplm eval checkpoint=<member> eval=lm-eval task=wiki-excerpt", "task.max_eval_samples=2", check="eval",
+        fill=DECODER),
+    run("ziplm eval checkpoint=<member> eval=lm-eval 'eval.tasks=[my_task]' eval.include_path=my_tasks",
+        check="eval", fill=DECODER),
     # Reproduce the paper (both READMEs)
     hub("ziplm run experiment=bert-base-squad-gradual", *GPU),
     hub("ziplm run -m experiment=bert-base-glue-gradual task=sst2,qnli,mnli,qqp", *GPU),
@@ -255,6 +263,15 @@ def write_data_files(folder: Path) -> None:
     text = [" ".join(words[(i * 7 + k * 3) % len(words)] for k in range(8 + i % 13)) + " ." for i in range(400)]
     (folder / "train.txt").write_text("\n".join(text[:320]) + "\n")
     (folder / "test.txt").write_text("\n".join(text[320:]) + "\n")
+    # An lm-eval task of one's own (eval.include_path=my_tasks): multiple choice on local JSON lines.
+    (folder / "my_tasks").mkdir()
+    rows = [{"question": f"{w} is a", "choices": ["word", "number"], "label": 0} for w in words[:6]]
+    (folder / "my_tasks" / "my_task.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (folder / "my_tasks" / "my_task.yaml").write_text(
+        "task: my_task\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: my_tasks/my_task.jsonl\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
+        "doc_to_target: label\nmetric_list:\n  - metric: acc\n"
+    )
 
 
 class Runner:
@@ -270,6 +287,7 @@ class Runner:
 
     def argv(self, path: UserPath) -> list[str]:
         values = {"member": self.member() if M in str(path) else "", "work": str(self.work)}
+        values["decoder"] = self.decoder() if "{decoder}" in str(path) else ""
         values["sweep"] = str(self.sweep()) if SWEEP in str(path) else ""
         command = path.command
         for placeholder, value in path.fill:
@@ -289,6 +307,14 @@ class Runner:
         _, done = self.result("ziplm run experiment=smoke")
         assert done.returncode == 0, done.stderr[-3000:]
         (member,) = (self.work / "outputs" / "run" / "smoke").glob("*/family/2x")
+        return str(member.relative_to(self.work))
+
+    def decoder(self) -> str:
+        """A member of the offline Llama miniature (the README's decoder line), for the lm-eval lines."""
+        path = BY_COMMAND["ziplm run experiment=smoke model=llama-mini task=tiny-lm"]
+        _, done = self.result(path.command)
+        assert done.returncode == 0, done.stderr[-3000:]
+        member = sorted((self.out(path) / "run" / "smoke").glob("*/family/*x"))[-1]
         return str(member.relative_to(self.work))
 
     def sweep(self) -> Path:

@@ -5,7 +5,7 @@ misspelt key or a wrong type fails at compose time with Hydra's own message, not
 Each YAML file in ``conf/<group>/`` starts with ``defaults: [<group>_schema, _self_]``.
 Every group's settings class is declared once, in the layer that takes it (``ModelSpec``, ``TaskSpec``,
 ``Environment``, ``PrunerSettings``, ``SearchSettings``, ``DistillSettings``, ``TeacherSettings``); this
-module registers those classes (frozen ones through `layer_schema`). The compression/export/serve/report
+module registers those classes (frozen ones through `layer_schema`). The compression/eval/export/serve/report
 groups keep their schemas here: their layers take different settings (see each layer's own class).
 ``ziplm.config.settings.RunSettings`` is the typed view the pipelines hand down.
 """
@@ -157,6 +157,29 @@ class ExportConfig:
 
 
 @dataclass
+class EvalConfig:
+    """``ziplm eval checkpoint=<member | HF folder | Hub id>``: what the checkpoint is scored on.
+
+    ``eval=task`` (default): the configured ziplm ``task=`` (its metric on every evaluation split).
+    ``eval=lm-eval``: lm-evaluation-harness tasks (``ziplm.eval.harness``), for causal LMs only; the other
+    keys are lm_eval's ``simple_evaluate`` arguments and apply to it alone.
+    """
+
+    name: str = MISSING  # task | lm-eval
+    # lm-eval task, group or tag names (`lm-eval ls tasks`), names defined in `include_path`, or `ziplm_task`
+    # (the configured LM task's evaluation text as a rolling-loglikelihood task, written to the run folder).
+    tasks: list[str] = field(default_factory=list)
+    # Folders (a path or a list of paths) of extra task YAMLs (lm_eval's --include_path), e.g. local tasks.
+    include_path: Any = None
+    num_fewshot: int | None = None  # null = each task's own default
+    limit: int | None = None  # first N documents of each task (for quick checks); null = all
+    batch_size: int = 8
+    max_length: int | None = None  # tokens per forward pass; null = the model's max_position_embeddings
+    seed: int | None = None  # null = lm_eval's default seeds (0 / 1234); else every lm_eval seed
+    log_samples: bool = False  # also write every request and its loglikelihoods to lm_eval_samples/<task>.jsonl
+
+
+@dataclass
 class ServeConfig:
     """``ziplm serve-bench checkpoint=<member | HF folder | Hub id>``: latency percentiles under concurrent requests."""
 
@@ -204,6 +227,7 @@ class Config:
     logger: dict[str, Any] = MISSING
     callbacks: dict[str, Any] = field(default_factory=dict)
     compression: CompressionConfig = MISSING
+    eval: EvalConfig = MISSING
     export: ExportConfig = field(default_factory=ExportConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
@@ -226,6 +250,7 @@ GROUP_SCHEMAS: dict[str, Any] = {  # a dataclass, or an open mapping for `_targe
     "logger": LoggerConfig,
     "callbacks": CallbacksConfig,
     "compression": CompressionConfig,
+    "eval": EvalConfig,
 }
 
 

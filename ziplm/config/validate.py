@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from omegaconf import DictConfig, OmegaConf
 
 from ziplm.config.baselines import parse_baselines
+from ziplm.config.eval_checks import check_eval
 from ziplm.config.instantiable import check_callbacks, check_logger, check_trainer  # the _target_ groups
 from ziplm.config.model_checks import check_attention_shape
 from ziplm.config.paths import task_options
@@ -144,6 +145,7 @@ def validate_config(cfg: DictConfig) -> None:
         "logger": check_logger,
         "callbacks": check_callbacks,
         "compression": _check_compression,
+        "eval": lambda values: check_eval(_Group("eval", values), command, (_plain(cfg, "task") or {}).get("kind")),
         "export": _check_export,
         "serve": _check_serve,
     }

@@ -8,6 +8,7 @@ A plain checkpoint must carry the head the task needs, fine-tuned: its head is c
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ def check_checkpoint(source: str, kind: str, num_labels: int | None, setting: st
     if kind not in _AUTO:
         raise ValueError(f"task kind {kind!r} cannot be scored; known kinds: {sorted(_AUTO)}")
     if is_member(source):
+        _check_member_head(source, kind, setting)
         return None
     _refuse_foreign_folder(source, setting)
     import transformers
@@ -128,6 +130,16 @@ def load_for_timing(source: str, device: torch.device | str, setting: str = "che
         )
     model = from_source(auto.from_pretrained, source, "model", setting, dtype=torch.float32)
     return Checkpoint(model.to(device).eval(), source, False, False)
+
+
+def _check_member_head(source: str, kind: str, setting: str) -> None:
+    """A member scored on an LM task must be a causal LM (its manifest names the architecture it was saved as):
+    a BERT classifier member would otherwise fail deep inside the evaluation."""
+    architecture = str(json.loads((Path(source).expanduser() / MANIFEST).read_text()).get("architecture", ""))
+    causal = architecture.endswith(("LMHeadModel", "ForCausalLM"))
+    if architecture and causal != (kind == "lm"):
+        need = "a causal LM (*ForCausalLM, *LMHeadModel)" if kind == "lm" else f"a *{_AUTO[kind][1]} model"
+        raise ValueError(f"{setting}={source} is a ziplm member of a {architecture}, but a {kind} task needs {need}")
 
 
 def _check_head(where: str, config: Any, kind: str, num_labels: int | None) -> None:

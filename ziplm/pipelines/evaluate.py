@@ -1,4 +1,7 @@
-"""``ziplm eval checkpoint=<folder> task=…``: evaluate a saved family member (or any HF folder) on a task."""
+"""``ziplm eval checkpoint=<folder> task=…``: evaluate a saved family member (or any HF folder) on a task.
+
+``eval=lm-eval`` scores it on lm-evaluation-harness tasks instead (``ziplm.pipelines.evaluate_harness``).
+"""
 
 from __future__ import annotations
 
@@ -31,6 +34,10 @@ def run_evaluate(cfg: DictConfig) -> None:
             "ziplm eval needs checkpoint=<a family member folder (outputs/run/.../family/2x), a fine-tuned HF "
             "folder or a Hub id>"
         )
+    if cfg.eval.name == "lm-eval":  # lm-evaluation-harness tasks instead of the ziplm task
+        from ziplm.pipelines.evaluate_harness import run_lm_eval
+
+        return run_lm_eval(cfg)
     source = str(cfg.checkpoint)
     trainer = to_dict(cfg.trainer)
     task = TaskSpec.from_mapping(to_dict(cfg.task))
