@@ -151,21 +151,31 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], seq_length: int 
         )
     if program is None:  # only the TorchScript exporter returns None
         raise RuntimeError("torch.onnx.export(dynamo=True) returned no program")
+    save_program(program, target)
+    return target
+
+
+def save_program(program: Any, target: Path, sidecars: dict[str, str] | None = None) -> None:
+    """Save an exported ONNX program (and text `sidecars`, file name -> content, beside it) atomically.
+
+    Weights go to ``<name>.data`` only above the 2 GB protobuf limit; a stale ``.data`` is removed.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         program.save(staging / target.name)  # external data only above the 2 GB protobuf limit
+        for name, text in (sidecars or {}).items():
+            (staging / name).write_text(text)
         stale = target.parent / f"{target.name}.data"
         if not (staging / stale.name).exists():
             stale.unlink(missing_ok=True)
-        # Weights first, graph last: a reader never sees a new graph pointing at missing weights.
+        # Weights and sidecars first, graph last: a reader never sees a new graph pointing at missing weights.
         for produced in sorted(staging.iterdir(), key=lambda p: p.name == target.name):
             os.replace(produced, target.parent / produced.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def onnx_session(path: str | os.PathLike[str], providers: list[str] | None = None, threads: int | None = None) -> Any:

@@ -1,6 +1,8 @@
 """``ziplm export checkpoint=<member> [export.formats=[onnx,hf,transformers]]``: standard formats of a member.
 
-Writes ``model.onnx`` (checked against PyTorch in onnxruntime unless ``export.verify=false``),
+Writes ``model.onnx`` (checked against PyTorch in onnxruntime unless ``export.verify=false``; for a causal
+LM the graph carries the KV cache, with ``model.onnx.json`` describing it and the member's tokenizer files
+beside it, see ``ziplm.deploy.onnx_decoder``),
 ``hf/`` (a self-contained copy in ``save_pruned`` format, with the member's tokenizer) and/or
 ``transformers/`` (a stock Hugging Face folder that loads without ziplm; layer-drop members only) under
 ``export.output`` (default ``<checkpoint>/export``), plus ``export.json`` recording what was written.
@@ -19,6 +21,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from torch import nn
 
+from ziplm.deploy.onnx_decoder import export_decoder, is_causal_lm, sidecar_path, verify_decoder
 from ziplm.deploy.onnx_export import export_onnx, max_positions, verify_onnx
 from ziplm.models import adapter_for, current_structure, load_pruned, save_pruned
 from ziplm.models.adapter import STRUCTURE_CONFIG_KEY
@@ -31,6 +34,9 @@ HF_FOLDER = "hf"
 TRANSFORMERS_FOLDER = "transformers"
 RECORD = "export.json"
 VERIFY_SEQ_LENGTH = 32  # parity batch length (short: the check runs both models on CPU)
+VERIFY_NEW_TOKENS = 8  # greedy tokens the cached decoder must reproduce in onnxruntime
+# Tokenizer files copied beside a decoder's model.onnx, so the folder alone turns text into ids.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
 
 
 def export_formats(value: Any) -> list[str]:
@@ -115,6 +121,30 @@ def _export_transformers(model: nn.Module, kept: list[int], folder: Path, target
     return diff
 
 
+def _export_decoder(
+    model: nn.Module, folder: Path, output: Path, settings: Any, record: dict[str, Any], console: Console
+) -> list[Path]:
+    """A causal LM's ``onnx`` format: the cached decoder (a graph without the cache cannot generate, and this
+    one also scores whole sequences with an empty past), its sidecar and the tokenizer, checked by decoding."""
+    onnx_path = export_decoder(model, output / ONNX_FILE)
+    written = [onnx_path, sidecar_path(onnx_path)]
+    for name in TOKENIZER_FILES:
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, output / name)
+            written.append(output / name)
+    console.print(f"wrote {onnx_path} (decoder with KV cache; {sidecar_path(onnx_path).name} describes it)")
+    record["onnx_kind"] = "decoder-kv-cache"
+    if bool(settings.verify):
+        atol = float(settings.atol)
+        diff = verify_decoder(model, onnx_path, new_tokens=VERIFY_NEW_TOKENS, atol=atol)
+        record |= {"onnx_max_abs_diff": diff, "onnx_atol": atol, "onnx_verified_tokens": VERIFY_NEW_TOKENS}
+        console.print(
+            f"onnxruntime cached greedy decode = PyTorch generate ({VERIFY_NEW_TOKENS} tokens); "
+            f"step logits max abs diff {diff:.3g} (atol {atol:g})"
+        )
+    return written
+
+
 def _files(output: Path, written: list[Path]) -> dict[str, int]:
     """Files this export wrote (relative path -> bytes); other files in `output` are not ours to list."""
     found: list[Path] = []
@@ -148,13 +178,16 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"checkpoint": str(folder), "formats": formats, "onnx_max_abs_diff": None}
     written: list[Path] = []
-    if "onnx" in formats:
+    if "onnx" in formats and is_causal_lm(model):
+        written += _export_decoder(model, folder, output, settings, record, console)
+    elif "onnx" in formats:
         limit = max_positions(model)
         seq = min(int(settings.seq_length), limit) if limit is not None else int(settings.seq_length)
         if seq != int(settings.seq_length):
             console.print(f"export.seq_length {settings.seq_length} > the model's {limit} positions; traced at {seq}")
         onnx_path = export_onnx(model, output / ONNX_FILE, seq_length=seq)
         written.append(onnx_path)
+        record["onnx_kind"] = "full-sequence"
         console.print(f"wrote {onnx_path}")
         record["onnx_seq_length"] = seq
         if bool(settings.verify):
