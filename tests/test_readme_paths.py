@@ -110,7 +110,8 @@ def hub(command: str, *append: str, fill: Any = None) -> UserPath:
     return UserPath(command, "hub", append, tuple((fill or {}).items()))
 
 
-M, SWEEP = "{member}", "{sweep}"
+M, SWEEP, EMB = "{member}", "{sweep}", "{embedder}"
+OWN_TEXT = "ziplm run experiment=minilm-embedding-family task.data_files.train=my.txt"
 F2X, MEM = {"<family/2x>": M}, {"<member>": M}
 # Smaller than `experiment=smoke` where it costs nothing to check: one target, two timing rounds per member.
 FAST = ("search.targets=[1.5]", "search.speedup_rounds=2")
@@ -189,6 +190,10 @@ PATHS: tuple[UserPath, ...] = (
     hub("ziplm eval checkpoint=<member> task=wikitext103", fill=MEM),
     hub("ziplm run experiment=bert-base-oneshot", *GPU),
     run("ziplm run experiment=minilm-bbc-family", *MINILM, slow=True),
+    run("ziplm run experiment=minilm-embedding-family", *MINILM, slow=True),
+    run(OWN_TEXT, "model=tiny-bert", *MINILM),  # builds the embedding member the next line scores
+    run("ziplm eval checkpoint=<family/2x> task=embed-bbc", "model=tiny-bert", "task.max_eval_samples=32",
+        "task.max_seq_length=32", check="eval", fill={"<family/2x>": EMB}),
     run("ziplm run -m experiment=minilm-bbc-baselines", *MINILM, "logger=none", slow=True),
     run("ziplm run experiment=minilm-bbc-students", *MINILM, slow=True),
     # needs the students' exported folders: the whole chain is tests/pipelines/test_students_chain.py
@@ -255,6 +260,7 @@ def write_data_files(folder: Path) -> None:
     text = [" ".join(words[(i * 7 + k * 3) % len(words)] for k in range(8 + i % 13)) + " ." for i in range(400)]
     (folder / "train.txt").write_text("\n".join(text[:320]) + "\n")
     (folder / "test.txt").write_text("\n".join(text[320:]) + "\n")
+    (folder / "my.txt").write_text("\n".join(f"{line} number {i}" for i, line in enumerate(text)) + "\n")
 
 
 class Runner:
@@ -271,6 +277,7 @@ class Runner:
     def argv(self, path: UserPath) -> list[str]:
         values = {"member": self.member() if M in str(path) else "", "work": str(self.work)}
         values["sweep"] = str(self.sweep()) if SWEEP in str(path) else ""
+        values["embedder"] = self.embedder() if EMB in str(path) else ""
         command = path.command
         for placeholder, value in path.fill:
             command = command.replace(placeholder, value.format(**values))
@@ -290,6 +297,13 @@ class Runner:
         assert done.returncode == 0, done.stderr[-3000:]
         (member,) = (self.work / "outputs" / "run" / "smoke").glob("*/family/2x")
         return str(member.relative_to(self.work))
+
+    def embedder(self) -> str:
+        """A member of the label-free embedding family (README's own-text line), for ``ziplm eval``."""
+        _, done = self.result(OWN_TEXT)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (member,) = self.out(BY_COMMAND[OWN_TEXT]).glob("run/*/*/family/*x")
+        return str(member)
 
     def sweep(self) -> Path:
         path = BY_COMMAND["ziplm run -m experiment=smoke seed=0,1,2"]
