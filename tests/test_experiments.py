@@ -288,9 +288,10 @@ def _tiny_overrides(path: Path) -> list[str]:
     hardware profile timed on the CPU at a tiny shape, one small target."""
     cfg = _composed(path)
     gpt2 = cfg.model.family == "gpt2"
+    embedding = cfg.task.kind == "embedding"  # label-free: the preset's own offline text, shrunk
     return [
         "model=tiny-gpt2" if gpt2 else "model=tiny-bert",
-        "task=tiny-lm" if gpt2 else "task=tiny-cls",
+        "task=tiny-lm" if gpt2 else f"task={cfg.task.name}" if embedding else "task=tiny-cls",
         "task.max_train_samples=32",
         "task.max_eval_samples=16",
         "task.max_seq_length=32",

@@ -110,7 +110,8 @@ def hub(command: str, *append: str, fill: Any = None) -> UserPath:
     return UserPath(command, "hub", append, tuple((fill or {}).items()))
 
 
-M, SWEEP = "{member}", "{sweep}"
+M, SWEEP, EMB = "{member}", "{sweep}", "{embedder}"
+OWN_TEXT = "ziplm run experiment=minilm-embedding-family task.data_files.train=my.txt"
 F2X, MEM = {"<family/2x>": M}, {"<member>": M}
 DECODER = {"<member>": "{decoder}"}  # a member of `ziplm run experiment=smoke model=llama-mini task=tiny-lm`
 # Smaller than `experiment=smoke` where it costs nothing to check: one target, two timing rounds per member.
@@ -197,6 +198,10 @@ PATHS: tuple[UserPath, ...] = (
     hub("ziplm eval checkpoint=<member> task=wikitext103", fill=DECODER),  # a causal-LM member: the data is what fails
     hub("ziplm run experiment=bert-base-oneshot", *GPU),
     run("ziplm run experiment=minilm-bbc-family", *MINILM, slow=True),
+    run("ziplm run experiment=minilm-embedding-family", *MINILM, slow=True),
+    run(OWN_TEXT, "model=tiny-bert", *MINILM),  # builds the embedding member the next line scores
+    run("ziplm eval checkpoint=<family/2x> task=embed-bbc", "model=tiny-bert", "task.max_eval_samples=32",
+        "task.max_seq_length=32", check="eval", fill={"<family/2x>": EMB}),
     run("ziplm run -m experiment=minilm-bbc-baselines", *MINILM, "logger=none", slow=True),
     run("ziplm run experiment=minilm-bbc-students", *MINILM, slow=True),
     # needs the students' exported folders: the whole chain is tests/pipelines/test_students_chain.py
@@ -274,6 +279,7 @@ def write_data_files(folder: Path) -> None:
         "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
         "doc_to_target: label\nmetric_list:\n  - metric: acc\n"
     )
+    (folder / "my.txt").write_text("\n".join(f"{line} number {i}" for i, line in enumerate(text)) + "\n")
 
 
 class Runner:
@@ -291,6 +297,7 @@ class Runner:
         values = {"member": self.member() if M in str(path) else "", "work": str(self.work)}
         values["decoder"] = self.decoder() if "{decoder}" in str(path) else ""
         values["sweep"] = str(self.sweep()) if SWEEP in str(path) else ""
+        values["embedder"] = self.embedder() if EMB in str(path) else ""
         command = path.command
         for placeholder, value in path.fill:
             command = command.replace(placeholder, value.format(**values))
@@ -318,6 +325,12 @@ class Runner:
         assert done.returncode == 0, done.stderr[-3000:]
         member = sorted((self.out(path) / "run" / "smoke").glob("*/family/*x"))[-1]
         return str(member.relative_to(self.work))
+    def embedder(self) -> str:
+        """A member of the label-free embedding family (README's own-text line), for ``ziplm eval``."""
+        _, done = self.result(OWN_TEXT)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (member,) = self.out(BY_COMMAND[OWN_TEXT]).glob("run/*/*/family/*x")
+        return str(member)
 
     def sweep(self) -> Path:
         path = BY_COMMAND["ziplm run -m experiment=smoke seed=0,1,2"]

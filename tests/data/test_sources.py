@@ -148,7 +148,9 @@ def test_hub_path_calls_load_dataset_and_slices(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_unknown_builtin_lists_the_builtins() -> None:
-    with pytest.raises(ValueError, match=r"not an offline builtin; builtins: \['bbc-news', 'tiny-cls'"):
+    with pytest.raises(
+        ValueError, match=r"not an offline builtin; builtins: \['bbc-news', 'embed-bbc', 'embed-wiki', 'tiny-cls'"
+    ):
         load_splits(_cls_task(name="imdb"))
 
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ziplm.config.baselines import parse_baselines
 from ziplm.config.eval_checks import check_eval
+from ziplm.config.embedding_checks import check_embedding
 from ziplm.config.instantiable import check_callbacks, check_logger, check_trainer  # the _target_ groups
 from ziplm.config.model_checks import check_attention_shape
 from ziplm.config.paths import task_options
@@ -154,6 +155,7 @@ def validate_config(cfg: DictConfig) -> None:
         if values is not None:
             check(values)
     parse_baselines(OmegaConf.to_container(cfg.baselines, resolve=True) if "baselines" in cfg else [], task_options())
+    check_embedding(cfg)  # label-free sentence embeddings: encoder, no labelled settings, non-empty text
     if command == "compress":
         _check_int8_environment(cfg)
 

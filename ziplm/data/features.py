@@ -14,6 +14,7 @@ from typing import Any
 import datasets
 import torch
 
+from ziplm.data.embedding import embedding_features
 from ziplm.data.lm import lm_blocks, lm_eval_windows
 from ziplm.data.qa import qa_eval_features, qa_train_features
 from ziplm.data.spec import TaskSpec
@@ -101,6 +102,8 @@ def build_features(dataset: datasets.Dataset, tokenizer: Any, task: TaskSpec, tr
         if train:
             return lm_blocks(dataset, tokenizer, task.text_keys[0], length)
         return lm_eval_windows(dataset, tokenizer, task.text_keys[0], length, task.stride)
+    if task.kind == "embedding":  # raw text (pairs: both sides), the same for training and evaluation
+        return embedding_features(dataset, tokenizer, task.text_keys, length)
     raise ValueError(f"task {task.name!r}: unknown kind {task.kind!r}")
 
 

@@ -15,6 +15,7 @@ import datasets
 import numpy as np
 
 from ziplm.data.builtin import BUILTINS, SPLIT_SEED
+from ziplm.data.embedding import EMBEDDING_BUILTIN_SPLITS, EMBEDDING_BUILTINS, check_text_file, clean_texts, holdout
 from ziplm.data.spec import TaskSpec
 from ziplm.data.splits import parse_split, select_split
 
@@ -24,7 +25,9 @@ BUILTIN_SPLITS: dict[str, tuple[str, ...]] = {
     "wiki-excerpt": ("train", "validation", "test"),
     "tiny-cls": ("train", "validation"),
     "tiny-lm": ("train", "validation", "test"),
+    **EMBEDDING_BUILTIN_SPLITS,
 }
+_BUILTINS = {**BUILTINS, **EMBEDDING_BUILTINS}
 # File extension → (``datasets`` packaged builder, extra keyword arguments).
 _LOCAL_BUILDERS: dict[str, tuple[str, dict[str, str]]] = {
     ".json": ("json", {}),
@@ -72,18 +75,44 @@ def load_splits(task: TaskSpec, seed: int = 0) -> dict[str, datasets.Dataset]:
 def _load_source(task: TaskSpec) -> tuple[str, Mapping[str, datasets.Dataset]]:
     """(description of the source, its splits by name); only the splits the task reads when cheap."""
     if task.data_files is not None:
+        if task.kind == "embedding":
+            return f"data_files {dict(task.data_files)}", _load_local_texts(task)
         return f"data_files {dict(task.data_files)}", _load_local(task.data_files, task.splits)
     if task.dataset is not None:
         source = f"Hub dataset {task.dataset!r}" + (f" ({task.subset})" if task.subset else "")
         return source, _load_hub(task, source)
-    if task.name not in BUILTINS:
+    if task.name not in _BUILTINS:
         raise ValueError(
             f"task {task.name!r} sets neither `dataset` (Hub) nor `data_files` (local) and is not an "
-            f"offline builtin; builtins: {sorted(BUILTINS)}"
+            f"offline builtin; builtins: {sorted(_BUILTINS)}"
         )
     source = f"builtin task {task.name!r}"
     _check_split_names(task.splits, BUILTIN_SPLITS[task.name], source)
-    return source, BUILTINS[task.name]()
+    return source, _BUILTINS[task.name]()
+
+
+def _load_local_texts(task: TaskSpec) -> dict[str, datasets.Dataset]:
+    """An embedding task's own text files: blank lines dropped, each text once, and the evaluation split
+    held out of the training file (seeded, no overlap) when no file is given for it.
+
+    Raises:
+        ValueError: a ``.txt`` file without text, missing columns, or fewer than 2 distinct texts.
+    """
+    files = dict(task.data_files or {})
+    for name, path in files.items():
+        check_text_file(path, f"task.data_files.{name}")
+    train = parse_split(task.train_split).split
+    carved = [s for s in dict.fromkeys(parse_split(s).split for s in task.splits) if s not in files and s != train]
+    given = tuple(s for s in task.splits if parse_split(s).split not in carved)
+    loaded = _load_local(files, given)
+    source = f"data_files {files}"
+    for name, dataset in loaded.items():
+        check_columns(dataset, required_columns(task), f"split {name!r} of {source}")
+    cleaned = {name: clean_texts(dataset, task.text_keys) for name, dataset in loaded.items()}
+    if carved:
+        cleaned[train], held_out = holdout(cleaned[train])
+        cleaned.update(dict.fromkeys(carved, held_out))
+    return cleaned
 
 
 def _load_hub(task: TaskSpec, source: str) -> datasets.DatasetDict:

@@ -11,16 +11,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-KINDS = ("classification", "regression", "qa", "lm")
-METRICS = ("accuracy", "f1", "accuracy_f1", "matthews", "pearson_spearman", "squad", "perplexity")
+KINDS = ("classification", "regression", "qa", "lm", "embedding")
+# Sentence embeddings (kind ``embedding``) are scored by fidelity to the dense model, or on scored pairs (STS).
+EMBEDDING_METRICS = ("embedding_fidelity", "sts_spearman")
+METRICS = ("accuracy", "f1", "accuracy_f1", "matthews", "pearson_spearman", "squad", "perplexity", *EMBEDDING_METRICS)
 # How many entries of ``text_keys`` each kind takes (classification may be a single text or a pair).
 _TEXT_KEY_COUNTS: dict[str, tuple[int, ...]] = {
     "classification": (1, 2),
     "regression": (1, 2),
     "qa": (2,),  # question, context — in that order
     "lm": (1,),
+    "embedding": (1, 2),  # raw texts, or sentence pairs with a gold similarity (STS)
 }
 
 
@@ -35,7 +39,8 @@ class TaskSpec:
     Attributes:
         name: Task name; also selects the offline builtin (``bbc-news``, ``wiki-excerpt``, ``tiny-cls``,
             ``tiny-lm``) when neither ``dataset`` nor ``data_files`` is set.
-        kind: ``classification`` | ``regression`` | ``qa`` | ``lm``.
+        kind: ``classification`` | ``regression`` | ``qa`` | ``lm`` | ``embedding`` (label-free sentence
+            embeddings: raw text, scored by fidelity to the dense model; see ``ziplm.data.embedding``).
         dataset: Hub dataset path for ``datasets.load_dataset`` (users online), or None.
         subset: Hub configuration name (e.g. ``mnli``), or None.
         data_files: Local files per split, ``{split: path}`` (``.json``/``.jsonl``/``.csv``/``.tsv``/``.txt``
@@ -136,11 +141,40 @@ def _validate(spec: TaskSpec) -> None:
         raise ValueError(
             f"{where}: kind {spec.kind!r} takes {' or '.join(map(str, counts))} text_keys, got {list(spec.text_keys)}"
         )
-    if spec.kind != "lm" and not spec.label_key:
+    if spec.kind == "embedding":
+        _validate_embedding(spec, where)
+    elif spec.metric in EMBEDDING_METRICS:
+        raise ValueError(f"{where}: metric {spec.metric!r} scores sentence embeddings: set task.kind=embedding")
+    if spec.kind not in ("lm", "embedding") and not spec.label_key:
         raise ValueError(f"{where}: kind {spec.kind!r} needs a label_key")
     if spec.kind == "classification" and (spec.num_labels is None or spec.num_labels < 2):
         raise ValueError(f"{where}: classification needs num_labels >= 2, got {spec.num_labels}")
     _validate_lengths(spec, where)
+
+
+def _validate_embedding(spec: TaskSpec, where: str) -> None:
+    """Embedding tasks have no labels to learn: label settings of a classification task make no sense here,
+    except the gold similarity of scored sentence pairs (STS: two text_keys, metric sts_spearman)."""
+    if spec.metric not in EMBEDDING_METRICS:
+        raise ValueError(
+            f"{where}: kind 'embedding' is scored by {' or '.join(EMBEDDING_METRICS)}, got metric {spec.metric!r}; "
+            "e.g. task.metric=embedding_fidelity"
+        )
+    pairs = spec.metric == "sts_spearman"
+    if pairs and (len(spec.text_keys) != 2 or not spec.label_key):
+        raise ValueError(f"{where}: metric 'sts_spearman' needs two text_keys (a pair) and a label_key (its score)")
+    if not pairs and len(spec.text_keys) != 1:
+        raise ValueError(f"{where}: kind 'embedding' embeds one text column, got text_keys {list(spec.text_keys)}")
+    if not pairs and spec.label_key:
+        raise ValueError(
+            f"{where}: kind 'embedding' is label-free (members are scored by fidelity to the dense model), "
+            f"but task.label_key={spec.label_key!r} is set; set task.label_key=null"
+        )
+    if spec.num_labels is not None:
+        raise ValueError(
+            f"{where}: kind 'embedding' has no classes or output head, but task.num_labels={spec.num_labels} is "
+            "set; set task.num_labels=null"
+        )
 
 
 def _validate_lengths(spec: TaskSpec, where: str) -> None:
@@ -156,3 +190,18 @@ def _validate_lengths(spec: TaskSpec, where: str) -> None:
         value = getattr(spec, field_name)
         if value is not None and value < 1:
             raise ValueError(f"{where}: {field_name} must be >= 1 or null, got {value}")
+
+
+def check_text_file(path: str | Path, where: str) -> None:
+    """Refuse a ``.txt`` file of a user's own text that holds nothing but whitespace, before any data library
+    loads (``datasets`` fails on an empty text file with a long traceback instead of one line); other formats
+    and missing files are left to the loader, which names them.
+
+    Raises:
+        ValueError: naming `where` (the config key) and the file.
+    """
+    file = Path(path).expanduser()
+    if file.suffix.lower() == ".txt" and file.is_file():
+        with file.open("rb") as handle:
+            if not any(line.strip() for line in handle):
+                raise ValueError(f"{where}={path} has no text: an embedding task needs one text per line")

@@ -21,4 +21,7 @@ METRICS: dict[str, MetricInfo] = {
     "pearson_spearman": MetricInfo("pearson_spearman"),
     "squad": MetricInfo("f1"),
     "perplexity": MetricInfo("perplexity", higher_is_better=False),
+    # sentence embeddings (ziplm.eval.embedding): fidelity to the dense model on 0-1, STS x100
+    "embedding_fidelity": MetricInfo("mean_cosine"),
+    "sts_spearman": MetricInfo("sts_spearman"),
 }

@@ -21,6 +21,7 @@ import torch
 import torchmetrics.functional as tmf
 from torchmetrics.functional.text import squad as squad_score
 
+from ziplm.eval.embedding import fidelity, sts_spearman
 from ziplm.eval.metric_info import METRICS, MetricInfo
 
 __all__ = ["METRICS", "MetricInfo", "compute_metric", "perplexity", "summed_nll"]
@@ -117,7 +118,10 @@ def compute_metric(name: str, predictions: Any, references: Any) -> dict[str, fl
         ``accuracy``: {accuracy}; ``f1`` and ``accuracy_f1`` (whose headline is accuracy): {f1, accuracy};
         ``matthews``: {matthews};
         ``pearson_spearman``: {pearson, spearman, pearson_spearman (their mean)}; ``squad``:
-        {exact_match, f1}; ``perplexity``: {perplexity, nll}. Scales are in the module docstring.
+        {exact_match, f1}; ``perplexity``: {perplexity, nll}; ``embedding_fidelity`` (predictions: student
+        embeddings (n, d), references: the dense model's): {mean_cosine, pairwise_spearman, nn_top1, nn_top<k>};
+        ``sts_spearman`` (predictions: a (first, second) pair of embeddings, references: gold scores).
+        Scales are in the module docstring.
 
     Raises:
         ValueError: unknown metric, mismatched lengths, or no examples.
@@ -130,6 +134,11 @@ def compute_metric(name: str, predictions: Any, references: Any) -> dict[str, fl
         return _squad(predictions, references)
     if name == "perplexity":
         return perplexity(float(predictions), int(references))
+    if name == "embedding_fidelity":  # student embeddings (n, d) vs the dense model's (n, d)
+        return fidelity(torch.as_tensor(predictions), torch.as_tensor(references))
+    if name == "sts_spearman":  # (first, second) pair embeddings vs gold similarity scores
+        first, second = predictions
+        return sts_spearman(torch.as_tensor(first), torch.as_tensor(second), torch.as_tensor(references))
     raise ValueError(f"unknown metric {name!r}; known: {sorted(METRICS)}")
 
 

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import Logger
 from torch import nn
 
 from ziplm.core.distill import DistillSettings
+from ziplm.core.embedding import Pooling
 from ziplm.lit.data import TaskDataModule
 from ziplm.lit.module import ZipLMModule
 from ziplm.lit.trainer import make_trainer, metrics_prefix
@@ -31,11 +32,13 @@ def distill_stage(
     regression: bool = False,
     layer_pairs: Sequence[tuple[int, int]] | None = None,
     stage: str = "stage",
+    pooling: Pooling | None = None,
 ) -> None:
     """Distill-finetune `student` in place (nothing happens for 0 epochs); it ends on `device`, in eval mode.
 
     `layer_pairs` restricts token distillation to (student layer, teacher layer) pairs (layer dropping);
-    `regression` distills a one-value output with MSE (task kind ``regression``).
+    `regression` distills a one-value output with MSE (task kind ``regression``); `pooling` distills a
+    sentence embedder's pooled embeddings (task kind ``embedding``, label-free).
     """
     epochs = float(settings.epochs_per_stage)
     if epochs <= 0:
@@ -47,6 +50,7 @@ def distill_stage(
         learning_rate=float(settings.learning_rate),
         layer_pairs=layer_pairs,
         regression=regression,
+        pooling=pooling,
     )
     data = TaskDataModule(train_features, None, int(trainer["batch_size"]), int(trainer["eval_batch_size"]))
     with metrics_prefix(logger, stage):  # this stage's curves apart from the others'

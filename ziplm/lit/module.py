@@ -22,6 +22,7 @@ from ziplm.core.distill import (
     regression_distillation_loss,
     token_distillation_loss,
 )
+from ziplm.core.embedding import Pooling, embedding_distillation_loss, pool
 
 LABEL_KEYS = ("labels", "start_positions", "end_positions")
 
@@ -57,6 +58,9 @@ class ZipLMModule(L.LightningModule):
             since a softmax over its single logit makes the KL identically 0. Said explicitly (from the
             task) rather than guessed from ``logits.shape[-1] == 1``, so that a one-logit output is never
             silently treated either way: without this flag it is refused.
+        pooling: the student is a sentence embedder (task kind ``embedding``): there are no labels and no
+            logits, so the λ_logit term matches the pooled embeddings instead (`embedding_distillation_loss`:
+            1 − cos plus a scaled MSE), next to the usual layer-wise token term.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class ZipLMModule(L.LightningModule):
         weight_decay: float = 0.0,
         layer_pairs: Sequence[tuple[int, int]] | None = None,
         regression: bool = False,
+        pooling: Pooling | None = None,
     ) -> None:
         super().__init__()
         if teacher is not None and weights is None:
@@ -86,6 +91,7 @@ class ZipLMModule(L.LightningModule):
         )
         self.layer_pairs = list(layer_pairs) if layer_pairs is not None else None
         self.regression = regression
+        self.pooling = pooling
 
     def on_fit_start(self) -> None:
         self.model.train()  # stitched/loaded students arrive in eval mode (dropout off)
@@ -114,7 +120,10 @@ class ZipLMModule(L.LightningModule):
         parts: dict[str, torch.Tensor] = {}
         if w.task:
             parts["task"] = student.loss
-        if w.logit:
+        if w.logit and self.pooling is not None:
+            s_emb = pool(student.last_hidden_state, mask, self.pooling)
+            parts["logit"] = embedding_distillation_loss(s_emb, pool(teacher.last_hidden_state, mask, self.pooling))
+        elif w.logit:
             if self.regression:
                 parts["logit"] = regression_distillation_loss(student.logits, teacher.logits)
             else:

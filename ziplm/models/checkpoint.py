@@ -25,6 +25,7 @@ _AUTO = {
     "regression": ("AutoModelForSequenceClassification", "ForSequenceClassification"),
     "qa": ("AutoModelForQuestionAnswering", "ForQuestionAnswering"),
     "lm": ("AutoModelForCausalLM", ("LMHeadModel", "ForCausalLM")),
+    "embedding": ("AutoModel", "Model"),  # the bare encoder: any head a checkpoint has is left out
 }
 _HEADS = ("ForSequenceClassification", "ForQuestionAnswering", "LMHeadModel", "ForCausalLM", "ForMaskedLM")
 # Architecture-name suffix -> the Auto class that loads it for timing (any head; a bare model: AutoModel).
@@ -79,7 +80,8 @@ def check_checkpoint(source: str, kind: str, num_labels: int | None, setting: st
     import transformers
 
     config = from_source(transformers.AutoConfig.from_pretrained, source, "model config", setting)
-    _check_head(f"{setting}={source}", config, kind, num_labels)
+    if kind != "embedding":  # a sentence embedder is a headless encoder: nothing to check
+        _check_head(f"{setting}={source}", config, kind, num_labels)
     auto_name, _ = _AUTO[kind]
     auto = getattr(transformers, auto_name)
     if type(config) not in auto._model_mapping:  # asked before any weights are read

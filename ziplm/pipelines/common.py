@@ -16,6 +16,7 @@ _HEADS: dict[str, Head] = {
     "regression": "classification",
     "qa": "qa",
     "lm": "lm",
+    "embedding": "base",  # the bare encoder (BertModel); the pooling travels beside it (ziplm.models.pooling)
 }
 
 

@@ -21,6 +21,7 @@ from ziplm.models import build_tokenizer, count_parameters
 from ziplm.models.build import from_source
 from ziplm.models.checkpoint import load_checkpoint
 from ziplm.pipelines.common import model_spec, to_dict
+from ziplm.pipelines.embedding import checkpoint_scores
 from ziplm.pipelines.outputs import run_dir
 from ziplm.pipelines.placement import eval_precision, run_device
 from ziplm.pipelines.ranks import start_ranks
@@ -55,7 +56,10 @@ def run_evaluate(cfg: DictConfig) -> None:
         tokenizer = build_tokenizer(model_spec(cfg), cache_dir=str(cfg.cache_dir), corpus=train_texts)
     splits = load_splits(task, seed=int(cfg.seed))
     results: dict[str, dict[str, float]] = {}
-    for split in task.eval_splits:
+    batch = int(cfg.trainer.eval_batch_size)
+    if task.kind == "embedding":  # label-free: fidelity to the dense model the member was pruned from
+        results = checkpoint_scores(source, model, task, splits, tokenizer, model_spec(cfg), batch, precision)
+    for split in [] if task.kind == "embedding" else task.eval_splits:
         examples = splits[split]
         features = build_features(examples, tokenizer, task, train=False)
         results[split] = evaluate(model, task, examples, features, trainer, int(cfg.trainer.eval_batch_size), precision)

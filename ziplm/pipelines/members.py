@@ -18,6 +18,7 @@ from torch import nn
 
 from ziplm.config.settings import RunSettings
 from ziplm.core.database import LevelDatabase
+from ziplm.core.embedding import Pooling
 from ziplm.core.latency import LatencyModel
 from ziplm.core.structure import Structure
 from ziplm.data.task_data import TaskData
@@ -28,6 +29,8 @@ from ziplm.lit.distributed import barrier, is_main, on_main
 from ziplm.lit.phases import evaluate
 from ziplm.models import adapter_for, count_parameters, load_pruned, save_pruned
 from ziplm.models.io import count_encoder_parameters
+from ziplm.models.pooling import write_pooling
+from ziplm.pipelines.embedding import EmbeddingReference
 from ziplm.pipelines.placement import eval_precision
 from ziplm.pruning.block_importance import influential_layers
 from ziplm.pruning.layerdrop import (
@@ -56,6 +59,20 @@ class Family:
     device: torch.device
     # Rank 0's timing state: "noise" (dense vs its own copy, `noise_floor`), measured once per run.
     timing: dict[str, MeasuredSpeedup] = field(default_factory=dict)
+    # Task kind ``embedding``: the dense model's pooling, and (once the dense model is loaded, `use_dense`)
+    # its outputs, against which candidates are searched and members scored (no labels exist).
+    pooling: Pooling | None = None
+    embedding: dict[str, Any] = field(default_factory=dict)
+
+    def use_dense(self, dense: nn.Module, reference: Mapping[str, Any]) -> None:
+        """Embedding tasks: score and search against `dense` from now on (its outputs computed once each);
+        `reference` (model name, source, teacher folder) is recorded in every member's ``embedding.json``."""
+        if self.pooling is None:
+            return
+        data, batch = self.data, int(self.settings.trainer["eval_batch_size"])
+        splits = {data.task.eval_split: (data.eval_examples, data.eval_features), **data.extra_eval}
+        self.embedding["dense"] = EmbeddingReference(dense, self.pooling, data.task, splits, batch, self.eval_precision)
+        self.embedding["reference"] = dict(reference)
 
     @property
     def eval_precision(self) -> str:
@@ -76,6 +93,8 @@ class Family:
 
     def scores(self, model: nn.Module) -> dict[str, float]:
         """The task metric on the evaluation split, plus every further split's as ``<split>/<metric>`` (MNLI-mm)."""
+        if self.pooling is not None:  # sentence embeddings: fidelity to the dense model's (`use_dense`)
+            return self.embedding["dense"].scores(model)  # type: ignore[no-any-return]
         data, trainer = self.data, self.settings.trainer
         batch, precision = int(trainer["eval_batch_size"]), self.eval_precision
         metrics = dict(evaluate(model, data.task, data.eval_examples, data.eval_features, trainer, batch, precision))
@@ -118,7 +137,8 @@ class Family:
         target: float,
         loss_batches: Sequence[Mapping[str, torch.Tensor]],
     ) -> tuple[Choice, dict[str, Any]]:
-        """Sizes for `target` from `database` (SPDY on the task loss of `loss_batches`), closed on speedups
+        """Sizes for `target` from `database` (SPDY on the task loss of `loss_batches`; for embedding tasks on
+        the distortion of the dense model's outputs, `EmbeddingReference.distortion`), closed on speedups
         measured against `dense`; searched on rank 0 and handed to every rank. The kept candidate's timing
         is the member's (``measured_speedup``, ``speedup_interval``): it is not timed again."""
 
@@ -133,6 +153,8 @@ class Family:
 
         def search() -> tuple[Choice, dict[str, Any]]:
             scorer = score if loss_batches else None
+            if scorer is not None and self.pooling is not None:  # label-free: distortion of the dense outputs
+                scorer = self.embedding["dense"].distortion(loss_batches)
             tolerance = self.tolerance(dense)
             choice, found = pick_measured(
                 model, database, latency, target, self.settings.search, self.settings.seed, measure, scorer, tolerance
@@ -157,6 +179,7 @@ class Family:
             regression=self.data.task.kind == "regression",
             layer_pairs=layer_pairs,
             stage=f"stage_{stage}",
+            pooling=self.pooling,
         )
 
     def finish(self, pruned: nn.Module, dense: nn.Module, target: float, predicted: float,
@@ -181,6 +204,9 @@ class Family:
         dtype = self.settings.member_dtype
         if is_main():
             save_pruned(pruned, structure, self.folder(target), tokenizer=data.tokenizer, dtype=dtype)
+            if self.pooling is not None:  # the embedder is encoder + pooling: eval and export read it here
+                hidden = int(pruned.config.hidden_size)  # type: ignore[union-attr,arg-type]
+                write_pooling(self.folder(target), self.pooling, hidden, self.embedding["reference"])
         record = MemberRecord(
             member=f"{target:g}x",
             target_speedup=target,

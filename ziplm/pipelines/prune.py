@@ -36,6 +36,7 @@ from ziplm.models.io import count_encoder_parameters
 from ziplm.pipelines import schedules
 from ziplm.pipelines.baselines import check_baselines, measure_baselines
 from ziplm.pipelines.common import head_for
+from ziplm.pipelines.embedding import dense_pooling
 from ziplm.pipelines.latency import print_self_check
 from ziplm.pipelines.members import Family
 from ziplm.pipelines.outputs import run_dir
@@ -69,15 +70,22 @@ def run_prune(cfg: DictConfig) -> None:
         check_baselines(settings.baselines, settings.task)  # head, labels, architecture, reachable: no weights read
         tokenizer = build_tokenizer(settings.model, cache_dir=settings.cache_dir, corpus=train_texts)
         data = TaskData.load(settings.task, tokenizer, settings.seed)
+        embedding = settings.task.kind == "embedding"
+        pooling = dense_pooling(settings.model) if embedding else None  # label-free: the model's own pooling
     console.print(f"run folder: {out}")
     made_by = write_provenance(out, INVOCATION or ["run", "(from Python)"]) if is_main() else None
     latency, table_path = _latency_model(settings, out, phases)
     tracker = Tracker(settings.logger if is_main() else _NO_LOGGER, out, tracker_labels(cfg))
     tracker.log_run(OmegaConf.to_container(cfg, resolve=True), made_by)  # type: ignore[arg-type]
-    family = Family(settings, data, out, device)
+    family = Family(settings, data, out, device, pooling=pooling)
     with phases("dense teacher"):
         teacher, cached = load_or_train_teacher(settings, data, out, device, tracker.lightning_logger)
-        console.print("reused cached teacher" if cached else "fine-tuned and cached the teacher")
+        if embedding:
+            console.print("the dense model is the teacher (task kind embedding: no fine-tuning, no labels)")
+        else:
+            console.print("reused cached teacher" if cached else "fine-tuned and cached the teacher")
+        reference = {"model": settings.model.name, "source": settings.model.source}
+        family.use_dense(teacher, reference | {"teacher": str(teacher_dir(settings).resolve())})
         guard = TeacherGuard(teacher)  # from here on, every phase must leave the teacher as it is now
         dense = _dense_record(family, teacher)
     guard.check("dense teacher")

@@ -54,6 +54,8 @@ def _recipe_key(settings: RunSettings) -> str:
         "batch": settings.trainer["batch_size"],
         "seed": settings.seed,
     }
+    if settings.task.kind == "embedding":  # the dense model as it is: no recipe but the model (and its seed)
+        recipe = {"model": settings.model.__dict__, "seed": settings.seed, "kind": "embedding"}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -73,7 +75,10 @@ def load_or_train_teacher(
 ) -> tuple[Any, bool]:
     """The fine-tuned dense model for this task, on `device`; returns (model, came_from_cache).
 
-    Every rank of a multi-process run trains (DDP); rank 0 writes the cache.
+    Every rank of a multi-process run trains (DDP); rank 0 writes the cache. For a sentence-embedding task
+    (kind ``embedding``) the dense model itself is the teacher: users want their own embedder, only
+    smaller, and there are no labels to fine-tune on; it is cached all the same, so members can name it
+    as their dense reference (``embedding.json``) and a random test model is the same one at eval time.
     """
     folder = teacher_dir(settings)
     task = settings.task
@@ -81,7 +86,7 @@ def load_or_train_teacher(
         return _load_cached(folder).to(device).eval(), True
     check_teacher_head(settings.model, task)
     model: Any = build_model(settings.model, head_for(task.name, task.kind), **head_kwargs(task))
-    epochs = float(settings.teacher.epochs)
+    epochs = 0.0 if task.kind == "embedding" else float(settings.teacher.epochs)
     if epochs > 0:
         module = ZipLMModule(model, learning_rate=float(settings.teacher.learning_rate))
         trainer = settings.trainer

@@ -1,0 +1,78 @@
+"""Distilling a sentence embedder without labels: the module's embedding term by hand, and a real stage
+(`distill_stage`, a Lightning fit) that brings a pruned tiny BERT's embeddings closer to the dense ones."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import datasets
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import TINY_BERT, token_batch
+from ziplm.core.distill import DistillSettings, DistillWeights
+from ziplm.core.embedding import Pooling, embedding_distillation_loss, pool
+from ziplm.core.structure import Structure
+from ziplm.lit.distill import distill_stage
+from ziplm.lit.module import ZipLMModule
+from ziplm.models import adapter_for, build_model
+
+
+class _States(nn.Module):
+    """Returns fixed last hidden states (scaled by one trainable number); the batch is ignored."""
+
+    def __init__(self, states: torch.Tensor) -> None:
+        super().__init__()
+        self.scale, self.states = nn.Parameter(torch.ones(())), states
+
+    def forward(self, **_: Any) -> SimpleNamespace:
+        states = self.states * self.scale
+        return SimpleNamespace(loss=None, last_hidden_state=states, hidden_states=(states, states))
+
+
+def test_the_module_distills_pooled_embeddings_as_computed_by_hand() -> None:
+    student, teacher = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    pooling = Pooling("mean", normalize=True)
+    module = ZipLMModule(_States(student), _States(teacher), DistillWeights(0.0, 1.0, 0.0), pooling=pooling)
+    module.log = module.log_dict = lambda *a, **k: None  # type: ignore[method-assign]  # no Trainer here
+    got = float(
+        module.training_step({"input_ids": torch.zeros(2, 4, dtype=torch.long), "attention_mask": mask}, 0).detach()
+    )
+    expected = embedding_distillation_loss(pool(student, mask, pooling), pool(teacher, mask, pooling))
+    assert got == pytest.approx(float(expected), rel=1e-6)
+
+
+def _embedding_gap(student: nn.Module, teacher: nn.Module, batch: dict[str, torch.Tensor], pooling: Pooling) -> float:
+    with torch.no_grad():
+        s, t = student(**batch).last_hidden_state, teacher(**batch).last_hidden_state
+    mask = batch["attention_mask"]
+    return float(embedding_distillation_loss(pool(s, mask, pooling), pool(t, mask, pooling)))
+
+
+def test_a_distillation_stage_closes_the_embedding_gap(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    teacher = build_model(TINY_BERT, "base", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).eval()
+    student = copy.deepcopy(teacher)
+    adapter = adapter_for(student)
+    dims = adapter.dims(student)
+    kept = Structure.from_kept(dims, [[0]] * dims.num_layers, [range(8)] * dims.num_layers)  # 1 head, 8 neurons
+    adapter.apply_structure(student, kept)
+    with torch.no_grad():  # a student far from the teacher (pruning alone barely moves a random tiny BERT)
+        for parameter in student.encoder.parameters():  # type: ignore[union-attr]
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    ids, mask = token_batch(batch=32, seq=12, pad_from=6)
+    rows = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": mask.tolist()})
+    rows = rows.with_format("torch", columns=["input_ids", "attention_mask"])
+    pooling, batch = Pooling("mean", normalize=True), {"input_ids": ids, "attention_mask": mask}
+    before = _embedding_gap(student, teacher, batch, pooling)
+    settings = DistillSettings(epochs_per_stage=6, learning_rate=2e-3, logit=1.0, token=1.0)
+    trainer = {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 1, "batch_size": 16,
+               "eval_batch_size": 16}  # fmt: skip
+    distill_stage(student, teacher, rows, settings, trainer, tmp_path, torch.device("cpu"), pooling=pooling)
+    after = _embedding_gap(student, teacher, batch, pooling)
+    assert after < 0.5 * before, (before, after)
