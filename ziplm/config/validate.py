@@ -22,8 +22,8 @@ from typing import Any, NoReturn
 from omegaconf import DictConfig, OmegaConf
 
 from ziplm.config.baselines import parse_baselines
-from ziplm.config.eval_checks import check_eval
 from ziplm.config.embedding_checks import check_embedding
+from ziplm.config.eval_checks import check_eval
 from ziplm.config.instantiable import check_callbacks, check_logger, check_trainer  # the _target_ groups
 from ziplm.config.model_checks import check_attention_shape
 from ziplm.config.paths import task_options
