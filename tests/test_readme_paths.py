@@ -325,6 +325,7 @@ class Runner:
         assert done.returncode == 0, done.stderr[-3000:]
         member = sorted((self.out(path) / "run" / "smoke").glob("*/family/*x"))[-1]
         return str(member.relative_to(self.work))
+
     def embedder(self) -> str:
         """A member of the label-free embedding family (README's own-text line), for ``ziplm eval``."""
         _, done = self.result(OWN_TEXT)
