@@ -153,6 +153,9 @@ PATHS: tuple[UserPath, ...] = (
     run("ziplm serve-bench checkpoint=<hf folder>", *SERVE, check="serve", fill={"<hf folder>": "packaged:minilm"}),
     run("ziplm export checkpoint=<family/2x> [export.formats=[onnx,hf]]", check="export", slow=True,
         fill={**F2X, "[export.formats=[onnx,hf]]": "export.formats=[onnx,hf]"}),
+    # needs an embedding member (minilm-embedding-family); the export itself is tested in tests/deploy
+    run("ziplm export checkpoint=<family/2x> 'export.formats=[sentence-transformers]'", check="export", slow=True,
+        fill={**F2X, "'export.formats=[sentence-transformers]'": "export.formats=[sentence-transformers]"}),
     run("ziplm export checkpoint=outputs/run/default/<time>/family/2x", check="export", slow=True,
         fill={"outputs/run/default/<time>/family/2x": M}),
     run("ziplm export checkpoint=<member> export.formats=[onnx,hf] export.output=<dir>", check="export", fill=EXPORT),

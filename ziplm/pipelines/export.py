@@ -1,10 +1,12 @@
-"""``ziplm export checkpoint=<member> [export.formats=[onnx,hf,transformers]]``: standard formats of a member.
+"""``ziplm export checkpoint=<member> [export.formats=[onnx,hf,transformers,sentence-transformers]]``: member formats.
 
 Writes ``model.onnx`` (checked against PyTorch in onnxruntime unless ``export.verify=false``; for a causal
 LM the graph carries the KV cache, with ``model.onnx.json`` describing it and the member's tokenizer files
 beside it, see ``ziplm.deploy.onnx_decoder``),
 ``hf/`` (a self-contained copy in ``save_pruned`` format, with the member's tokenizer) and/or
-``transformers/`` (a stock Hugging Face folder that loads without ziplm; layer-drop members only) under
+``transformers/`` (a stock Hugging Face folder that loads without ziplm; layer-drop members only) and/or
+``sentence-transformers/`` (an embedding member as a folder ``SentenceTransformer(path, trust_remote_code=True)``
+loads without ziplm, see ``ziplm.deploy.sentence_transformers_export``) under
 ``export.output`` (default ``<checkpoint>/export``), plus ``export.json`` recording what was written.
 """
 
@@ -23,15 +25,17 @@ from torch import nn
 
 from ziplm.deploy.onnx_decoder import export_decoder, is_causal_lm, sidecar_path, verify_decoder
 from ziplm.deploy.onnx_export import export_onnx, max_positions, verify_onnx
+from ziplm.deploy.sentence_transformers_export import check_member, export_sentence_transformers
 from ziplm.models import adapter_for, current_structure, load_pruned, save_pruned
 from ziplm.models.adapter import STRUCTURE_CONFIG_KEY
 from ziplm.models.plain_export import max_abs_diff, plain_model, reload_plain, save_plain
 from ziplm.pipelines.common import member_folder
 
-FORMATS = ("onnx", "hf", "transformers")
+FORMATS = ("onnx", "hf", "transformers", "sentence-transformers")
 ONNX_FILE = "model.onnx"
 HF_FOLDER = "hf"
 TRANSFORMERS_FOLDER = "transformers"
+ST_FOLDER = "sentence-transformers"
 RECORD = "export.json"
 VERIFY_SEQ_LENGTH = 32  # parity batch length (short: the check runs both models on CPU)
 VERIFY_NEW_TOKENS = 8  # greedy tokens the cached decoder must reproduce in onnxruntime
@@ -174,6 +178,8 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
         raise FileExistsError(f"export.output {output} is a file; pass a folder")
     model = load_pruned(folder)
     kept = whole_layers(model) if "transformers" in formats else []  # refuse before anything is written
+    if "sentence-transformers" in formats:
+        check_member(model, folder)
     console = Console()
     output.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"checkpoint": str(folder), "formats": formats, "onnx_max_abs_diff": None}
@@ -207,6 +213,14 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
         record["transformers_layers"] = kept
         written.append(target)
         console.print(f"wrote {target} (layers {kept}; max abs diff {record['transformers_max_abs_diff']:.3g})")
+    if "sentence-transformers" in formats:
+        target = output / ST_FOLDER
+        record |= export_sentence_transformers(model, folder, target, float(settings.atol))
+        written.append(target)
+        console.print(
+            f"wrote {target} ({record['sentence_transformers_kind']}; embeddings max abs diff "
+            f"{record['sentence_transformers_max_abs_diff']:.3g})"
+        )
     record["files"] = _files(output, written)
     record["total_bytes"] = sum(record["files"].values())
     record["versions"] = _versions()
