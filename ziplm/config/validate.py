@@ -42,7 +42,7 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda")  # ziplm.pipelines.placement.run_d
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
 _PRECISION_FIX = {"16-true": "16-mixed", "16": "16-mixed", "bf16-true": "bf16-mixed", "bf16": "bf16-mixed"}
 UNSTRUCTURED = ("none", "obs", "magnitude")  # ziplm.compress.compound.UNSTRUCTURED_METHODS
-EXPORT_FORMATS = ("onnx", "hf", "transformers")  # ziplm.pipelines.export.FORMATS
+EXPORT_FORMATS = ("onnx", "hf", "transformers", "sentence-transformers")  # ziplm.pipelines.export.FORMATS
 # Commands that build the model from the `model` group (the others load a saved `checkpoint=` member),
 # so only they are checked against the model's dims.
 MODEL_COMMANDS = ("run", "prune", "latency", "smoke")
