@@ -91,7 +91,7 @@ ALLOWED: dict[str, set[str]] = {
     "eval": {"data"},
     "models": {"core"},  # a BPE tokenizer is handed its corpus by the caller (see EXCEPTIONS)
     "compress": {"core", "models"},
-    "deploy": {"models"},
+    "deploy": {"core", "models"},  # core: the pooling maths an exported embedder is checked with
     "pruning": {"core", "models"},
     # latency -> deploy: the onnxruntime engine (engines.onnxruntime_call, imported lazily) must time the
     # very graph `ziplm export` ships, so it uses deploy's exporter rather than a second one.

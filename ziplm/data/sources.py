@@ -125,21 +125,25 @@ def _load_hub(task: TaskSpec, source: str) -> datasets.DatasetDict:
     try:
         return datasets.load_dataset(task.dataset, task.subset)
     except OSError as err:  # ConnectionError (offline, no network), DatasetNotFoundError, hub HTTP errors
-        reason = " ".join(str(err).split()).split(". ")[0][:300]  # the first sentence
+        reason, problem = hub_failure(err, "cannot be loaded from the Hugging Face Hub")
         files = ", ".join(f"{name}: <file>" for name in dict.fromkeys(parse_split(s).split for s in task.splits))
         columns = ", ".join(required_columns(task))
         if task.kind == "qa":
             columns += f" as in SQuAD: {task.label_key}={{text: [...], answer_start: [...]}}"
-        unreachable = isinstance(err, ConnectionError) or "couldn't reach" in reason.lower()
-        problem = (
-            "cannot be reached offline: not in the local Hugging Face cache and the Hub is unreachable"
-            if unreachable
-            else "cannot be loaded from the Hugging Face Hub"
-        )
         raise FileNotFoundError(
             f"task {task.name!r}: {source} {problem} ({reason}); give local files instead: "
             f"task.data_files='{{{files}}}' ({'/'.join(sorted(_LOCAL_BUILDERS))} with column(s) {columns})"
         ) from err
+
+
+def hub_failure(err: OSError, otherwise: str) -> tuple[str, str]:
+    """(the error's first sentence, what went wrong in words) for a dataset the Hub could not give: the same
+    one-line explanation for a ziplm task's data and an lm-eval task's."""
+    reason = " ".join(str(err).split()).split(". ")[0][:300]
+    unreachable = isinstance(err, ConnectionError) or "couldn't reach" in reason.lower()
+    if unreachable:
+        return reason, "cannot be reached offline: not in the local Hugging Face cache and the Hub is unreachable"
+    return reason, otherwise
 
 
 def _check_split_names(specs: tuple[str, ...], available: tuple[str, ...] | list[str], source: str) -> None:

@@ -226,13 +226,9 @@ def run_harness(
 def _data_error(err: OSError) -> FileNotFoundError:
     """lm_eval fetches a packaged task's data with ``datasets`` when it builds the task: one line saying why it
     failed and how to score offline instead (what ``ziplm.data.sources`` says for a ziplm task's data)."""
-    reason = " ".join(str(err).split()).split(". ")[0][:300]  # the first sentence
-    unreachable = isinstance(err, ConnectionError) or "couldn't reach" in reason.lower()
-    problem = (
-        "cannot be reached offline: not in the local Hugging Face cache and the Hub is unreachable"
-        if unreachable
-        else "cannot be loaded"
-    )
+    from ziplm.data.sources import hub_failure  # imports datasets: only on this error path
+
+    reason, problem = hub_failure(err, "cannot be loaded")
     return FileNotFoundError(
         f"eval.tasks: the data of an lm-eval task {problem} ({reason}); run it once online to cache it, or score "
         f"tasks on local files: eval.include_path=<local folder> of task YAMLs, or eval.tasks=[{ZIPLM_TASK}]"
