@@ -23,6 +23,7 @@ from ziplm.core.distill import (
     token_distillation_loss,
 )
 from ziplm.core.embedding import Pooling, embedding_distillation_loss, pool
+from ziplm.core.padding import trim_padding
 
 LABEL_KEYS = ("labels", "start_positions", "end_positions")
 
@@ -107,6 +108,7 @@ class ZipLMModule(L.LightningModule):
             teacher.to(home)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        batch = trim_padding(batch)  # columns that are padding in every row cost time and change nothing
         if not self._teacher:
             loss = self.model(**batch).loss
             self.log("train/loss", loss, prog_bar=True)

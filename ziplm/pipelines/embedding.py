@@ -19,6 +19,7 @@ from rich.console import Console
 from torch import nn
 
 from ziplm.core.embedding import Pooling, embedding_distortion, pool
+from ziplm.core.padding import trim_padding
 from ziplm.data.features import model_input_columns
 from ziplm.data.spec import TaskSpec
 from ziplm.eval.evaluate import precision_context
@@ -42,7 +43,16 @@ def dense_pooling(spec: ModelSpec) -> Pooling:
 
 
 def _inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    """The encoder's inputs of `batch` on `device`, cut to the columns some row uses (`trim_padding`): the
+    states of every later step (pooling, distortion) come with the same, trimmed, length."""
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    return {k: v.to(device) for k, v in trim_padding({k: v for k, v in batch.items() if k in names}).items()}
+
+
+def _mask(batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    """`batch`'s attention mask trimmed as `_inputs` trims the batch (None: no mask)."""
+    mask = batch.get("attention_mask")
+    return None if mask is None else trim_padding({"attention_mask": mask})["attention_mask"]
 
 
 def last_states(model: nn.Module, batches: Batches, precision: str) -> list[torch.Tensor]:
@@ -66,7 +76,8 @@ def encode(
     batches = [table[i : i + batch_size] for i in range(0, len(table), batch_size)]
     out = []
     for batch, states in zip(batches, last_states(model, batches, precision), strict=True):
-        out.append(pool(states, batch["attention_mask"].to(states.device), pooling).cpu())
+        mask = _mask(batch)
+        out.append(pool(states, None if mask is None else mask.to(states.device), pooling).cpu())
     return torch.cat(out)
 
 
@@ -116,7 +127,7 @@ class EmbeddingReference:
         if key not in self._states:
             self._states[key] = (batches, last_states(self.dense, batches, self.precision))
         dense_states = self._states[key][1]
-        masks = [b.get("attention_mask") for b in batches]
+        masks = [_mask(b) for b in batches]
 
         def score(candidate: nn.Module) -> float:
             states = last_states(candidate, batches, self.precision)
