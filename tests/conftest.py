@@ -1,6 +1,10 @@
-"""Shared fixtures: tiny random models built from configs (no network, milliseconds to build)."""
+"""Shared fixtures: tiny random models built from configs (no network, milliseconds to build), and an
+offline Hugging Face cache to put Hub repos in."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,3 +50,36 @@ def token_batch(vocab: int = 120, batch: int = 3, seq: int = 12, pad_from: int |
     if pad_from is not None:
         mask[-1, pad_from:] = 0
     return ids, mask
+
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An offline, empty Hugging Face cache: the real hf_hub_download resolves Hub ids from it, without network
+    (huggingface_hub reads these constants at call time, not only at import)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+def cache_hub_repo(cache: Path, repo: str, files: dict[str, object], absent: tuple[str, ...] = ()) -> None:
+    """Put JSON `files` of Hub `repo` in `cache` as a download leaves them (``refs/main`` -> ``snapshots/<commit>``);
+    `absent`: files an online call found missing (the ``.no_exist`` markers it leaves)."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(HUB_COMMIT)
+    for name, content in files.items():
+        path = folder / "snapshots" / HUB_COMMIT / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(content))
+    for name in absent:
+        (folder / ".no_exist" / HUB_COMMIT).mkdir(parents=True, exist_ok=True)
+        (folder / ".no_exist" / HUB_COMMIT / name).touch()

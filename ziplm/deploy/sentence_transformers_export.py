@@ -27,11 +27,13 @@ from torch import nn
 from ziplm.core.embedding import Pooling, pool
 from ziplm.models import adapter_for, current_structure
 from ziplm.models.adapter import STRUCTURE_CONFIG_KEY
+from ziplm.models.build import resolve_source
 from ziplm.models.plain_export import plain_model
-from ziplm.models.pooling import MODULES, POOLING_DIR, read_pooling
+from ziplm.models.pooling import MODULES, POOLING_DIR, read_pooling, read_reference, source_file
 
 MODELING_FILE = Path(__file__).with_name("modeling_ziplm_bert.py")
 VERIFY_TEXTS = ("pruned model", "a sentence embedding of a pruned model", "model")
+ST_CONFIG = "sentence_bert_config.json"
 
 
 def check_member(model: nn.Module, folder: Path) -> None:
@@ -43,10 +45,44 @@ def check_member(model: nn.Module, folder: Path) -> None:
         )
     if getattr(adapter_for(model), "family", None) != "bert" or not isinstance(_encoder(model), transformers.BertModel):
         raise ValueError(
-            f"export.formats=[sentence-transformers] supports BERT-family encoders only, not {type(model).__name__}"
+            f"export.formats=[sentence-transformers] supports BERT-family encoders only, not {type(model).__name__} "
+            f"({folder}); export this member with export.formats=[onnx] or [hf] instead"
         )
     if not (folder / "tokenizer_config.json").is_file():
-        raise ValueError(f"export.formats=[sentence-transformers] needs the member's tokenizer; {folder} has none")
+        raise ValueError(
+            f"export.formats=[sentence-transformers] needs the member's tokenizer; {folder} has none: save the dense "
+            f"model's tokenizer there (tokenizer.save_pretrained('{folder}')) and export again"
+        )
+
+
+def reference_max_seq_length(member: Path) -> int | None:
+    """The ``max_seq_length`` of the member's dense reference (its teacher folder, else its model source) when
+    that is a sentence-transformers model: the exported embedder should truncate where the dense one did,
+    not at the tokenizer's limit. None: no reference, or one without the file (or offline and not cached).
+
+    Raises:
+        ValueError: the reference's ``sentence_bert_config.json`` is corrupt or has no positive max_seq_length.
+    """
+    reference = read_reference(member) or {}
+    for source in (reference.get("teacher"), reference.get("source")):
+        if not source or source == "scratch":
+            continue
+        try:
+            path = source_file(resolve_source(str(source)), ST_CONFIG)
+        except (OSError, ValueError, ImportError):  # offline and uncached, a packaged model not installed
+            continue
+        if path is None:
+            continue
+        try:
+            value = json.loads(path.read_text()).get("max_seq_length")
+        except (json.JSONDecodeError, AttributeError) as err:
+            raise ValueError(f"{path} is corrupt ({err}); fix or delete it, then export again") from err
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(
+                f"{path}: max_seq_length must be a positive integer, not {value!r}; fix it and export again"
+            )
+        return value
+    return None
 
 
 def _encoder(model: nn.Module) -> nn.Module:
@@ -123,11 +159,11 @@ def _write_folder(model: nn.Module, member: Path, target: Path) -> dict[str, Any
         if entry.get("path"):
             (target / str(entry["path"])).mkdir(exist_ok=True)
     limit = int(getattr(encoder.config, "max_position_embeddings", 512))
-    max_len = min(limit, int(getattr(tokenizer, "model_max_length", limit) or limit))
+    dense_len = reference_max_seq_length(member)
+    max_len = min(limit, dense_len or int(getattr(tokenizer, "model_max_length", limit) or limit))
+    info["max_seq_length"] = max_len
     lower = bool(getattr(tokenizer, "do_lower_case", False))
-    (target / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": max_len, "do_lower_case": lower}, indent=2) + "\n"
-    )
+    (target / ST_CONFIG).write_text(json.dumps({"max_seq_length": max_len, "do_lower_case": lower}, indent=2) + "\n")
     st_config = {"__version__": _versions(), "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}
     (target / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2) + "\n")
     return info
@@ -179,7 +215,8 @@ def export_sentence_transformers(model: nn.Module, member: Path, target: Path, a
         )
         if diff > atol:
             raise ValueError(
-                f"the sentence-transformers folder embeds {diff:.3g} away from the member > export.atol={atol:g}"
+                f"the sentence-transformers folder embeds {diff:.3g} away from the member > export.atol={atol:g}, "
+                "so nothing was written; pass a larger export.atol to accept the difference"
             )
         if target.exists():
             shutil.rmtree(target)

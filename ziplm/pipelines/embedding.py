@@ -25,18 +25,21 @@ from ziplm.data.spec import TaskSpec
 from ziplm.eval.evaluate import precision_context
 from ziplm.eval.metrics import compute_metric
 from ziplm.models.build import ModelSpec, build_model, resolve_source
-from ziplm.models.pooling import read_pooling, read_reference
+from ziplm.models.pooling import is_local, read_hub_pooling, read_pooling, read_reference
 
 console = Console()
 Batches = Sequence[Mapping[str, torch.Tensor]]
 
 
 def dense_pooling(spec: ModelSpec) -> Pooling:
-    """The pooling of the configured dense model (its sentence-transformers folder), or mean pooling with a
-    one-line note when its folder has no pooling config (a random test model, a plain BERT, a Hub id)."""
-    source = resolve_source(spec.source) if spec.source != "scratch" else None
-    folder = source if source is not None and Path(source).expanduser().is_dir() else None
-    pooling, note = read_pooling(folder)
+    """The pooling of the configured dense model (its sentence-transformers folder, or its Hub repo's), or
+    mean pooling with a one-line note when it has no pooling config (a random test model, a plain BERT) or
+    the Hub repo's cannot be fetched (offline and not cached)."""
+    if spec.source == "scratch":
+        pooling, note = read_pooling(None)
+    else:
+        source = resolve_source(spec.source)
+        pooling, note = read_pooling(source) if is_local(source) else read_hub_pooling(source)
     if note:
         console.print(f"note: model {spec.name!r}: {note}")
     return pooling
