@@ -76,3 +76,43 @@ def test_a_distillation_stage_closes_the_embedding_gap(tmp_path: Path) -> None:
     distill_stage(student, teacher, rows, settings, trainer, tmp_path, torch.device("cpu"), pooling=pooling)
     after = _embedding_gap(student, teacher, batch, pooling)
     assert after < 0.5 * before, (before, after)
+
+
+def test_under_bf16_autocast_the_embedding_loss_is_float32_maths() -> None:
+    """Mixed precision runs the network in bf16; pooling and the loss must not: summing bf16 token states
+    (8 significant bits) would blur the small distances distillation is closing."""
+    student, teacher = torch.randn(4, 16, 32).bfloat16(), torch.randn(4, 16, 32).bfloat16()
+    mask = torch.ones(4, 16, dtype=torch.long)
+    mask[-1, 9:] = 0
+    pooling = Pooling("mean", normalize=False)
+    module = ZipLMModule(_States(student), _States(teacher), DistillWeights(0.0, 1.0, 1.0), pooling=pooling)
+    module.log = module.log_dict = lambda *a, **k: None  # type: ignore[method-assign]  # no Trainer here
+    batch = {"input_ids": torch.zeros(4, 16, dtype=torch.long), "attention_mask": mask}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert pool(student, mask, pooling).dtype == torch.float32
+        loss = module.training_step(batch, 0)
+    assert loss.dtype == torch.float32
+    s, t = student.double(), teacher.double()  # the same bf16 states, the maths in float64
+    m = mask.double().unsqueeze(-1)
+    s_emb, t_emb = (s * m).sum(1) / m.sum(1), (t * m).sum(1) / m.sum(1)
+    cos = (1 - torch.nn.functional.cosine_similarity(s_emb, t_emb, dim=-1)).mean()
+    embedding = cos + (s_emb - t_emb).pow(2).mean() / t_emb.pow(2).mean()
+    token = ((s - t).pow(2).mean(-1) * mask).sum() / mask.sum()
+    assert float(loss.detach()) == pytest.approx(float(embedding + token), rel=1e-5)
+
+
+def test_an_embedders_pooler_is_frozen_and_the_rest_trains() -> None:
+    """The pooled embedding never reads HF's pooler, so it gets no gradient: frozen (DDP refuses trainable
+    parameters without one), its dense weights kept; a classifier's pooler feeds its head and trains."""
+    teacher = build_model(TINY_BERT, "base").eval()
+    student = copy.deepcopy(teacher)
+    module = ZipLMModule(student, teacher, DistillWeights(0.0, 1.0, 1.0), pooling=Pooling("mean"))
+    module.log = module.log_dict = lambda *a, **k: None  # type: ignore[method-assign]  # no Trainer here
+    ids, mask = token_batch(batch=4, seq=8, pad_from=5)
+    module.training_step({"input_ids": ids, "attention_mask": mask}, 0).backward()
+    trained = {n for n, p in student.named_parameters() if p.requires_grad}
+    assert trained == {n for n, p in student.named_parameters() if p.grad is not None}
+    assert trained == {n for n, _ in student.named_parameters() if not n.startswith("pooler.")}
+    classifier = build_model(TINY_BERT, "classification", num_labels=2)
+    ZipLMModule(classifier, copy.deepcopy(classifier), DistillWeights(0.0, 1.0, 1.0))
+    assert all(p.requires_grad for p in classifier.parameters())

@@ -45,6 +45,15 @@ def _logit_pairs(
     return [(student.logits, teacher.logits, mask if student.logits.dim() == 3 else None)]
 
 
+def _freeze_pooler(model: nn.Module) -> None:
+    """Freeze HF's ``pooler`` (a tanh layer on [CLS]) of a sentence embedder: the embedding pools token
+    states instead, so no loss reaches it, and DDP stops at the first step on trainable parameters that got
+    no gradient. It keeps its dense weights, as a one-process fit (no gradient, no update) leaves them."""
+    pooler = getattr(model, "pooler", None)
+    if isinstance(pooler, nn.Module):
+        pooler.requires_grad_(False)
+
+
 class ZipLMModule(L.LightningModule):
     """Fine-tunes `model`; with a `teacher`, distills it (spec §6) with `weights`.
 
@@ -82,6 +91,8 @@ class ZipLMModule(L.LightningModule):
         # The student trains, all of it: a student copied from a teacher that an earlier stage froze (every
         # layer-drop member is cut from the one teacher) would otherwise inherit requires_grad=False.
         self.model = model.requires_grad_(True)
+        if pooling is not None:  # except an embedder's pooler (`_freeze_pooler`)
+            _freeze_pooler(model)
         # Kept outside the module tree: not trained, not checkpointed, never switched to train mode.
         self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
         self.weights = weights

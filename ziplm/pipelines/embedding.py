@@ -99,7 +99,8 @@ def split_scores(
 
 class EmbeddingReference:
     """The dense model's embeddings of every evaluation split and its states on the SPDY batches, computed
-    once (the dense model never changes), and the scores of any model against them."""
+    once (the dense model never changes), and the scores of any model against them. A multi-process run
+    uses it on rank 0 only (`Family.scores` and the search hand their results to the other ranks)."""
 
     def __init__(self, dense: nn.Module, pooling: Pooling, task: TaskSpec, splits: Mapping[str, tuple[Any, Any]],
                  batch_size: int, precision: str) -> None:  # fmt: skip

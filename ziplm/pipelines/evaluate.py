@@ -15,7 +15,7 @@ from ziplm.data.builtin import train_texts
 from ziplm.data.features import build_features
 from ziplm.data.sources import load_splits
 from ziplm.data.spec import TaskSpec
-from ziplm.lit.distributed import finish_ranks, is_main
+from ziplm.lit.distributed import finish_ranks, is_main, on_main
 from ziplm.lit.phases import evaluate
 from ziplm.models import build_tokenizer, count_parameters
 from ziplm.models.build import from_source
@@ -57,8 +57,9 @@ def run_evaluate(cfg: DictConfig) -> None:
     splits = load_splits(task, seed=int(cfg.seed))
     results: dict[str, dict[str, float]] = {}
     batch = int(cfg.trainer.eval_batch_size)
-    if task.kind == "embedding":  # label-free: fidelity to the dense model the member was pruned from
-        results = checkpoint_scores(source, model, task, splits, tokenizer, model_spec(cfg), batch, precision)
+    if task.kind == "embedding":  # label-free: fidelity to the dense model; no Lightning phase: rank 0 scores
+        fallback = model_spec(cfg)
+        results = on_main(lambda: checkpoint_scores(source, model, task, splits, tokenizer, fallback, batch, precision))
     for split in [] if task.kind == "embedding" else task.eval_splits:
         examples = splits[split]
         features = build_features(examples, tokenizer, task, train=False)

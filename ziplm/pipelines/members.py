@@ -3,6 +3,7 @@
 Every member is saved (model + structure + metrics.json) before the next begins; a member folder with
 a metrics.json is complete, so a restarted run skips it. In a multi-process run, searches and timings
 happen on rank 0 and are handed to the others; Lightning phases (distillation, evaluation) use all.
+Embedding members are scored outside Lightning, on rank 0 (`Family.scores`).
 """
 
 from __future__ import annotations
@@ -93,8 +94,9 @@ class Family:
 
     def scores(self, model: nn.Module) -> dict[str, float]:
         """The task metric on the evaluation split, plus every further split's as ``<split>/<metric>`` (MNLI-mm)."""
-        if self.pooling is not None:  # sentence embeddings: fidelity to the dense model's (`use_dense`)
-            return self.embedding["dense"].scores(model)  # type: ignore[no-any-return]
+        if self.pooling is not None:  # sentence embeddings: fidelity to the dense model's (`use_dense`),
+            # no Lightning phase: each rank would encode every split itself, so rank 0 does and hands it on
+            return on_main(lambda: self.embedding["dense"].scores(model))  # type: ignore[no-any-return]
         data, trainer = self.data, self.settings.trainer
         batch, precision = int(trainer["eval_batch_size"]), self.eval_precision
         metrics = dict(evaluate(model, data.task, data.eval_examples, data.eval_features, trainer, batch, precision))
