@@ -87,6 +87,8 @@ BAD: list[tuple[tuple[str, ...], str]] = [
     (("search.speedup_corrections=-1",), "search.speedup_corrections"),
     (("distill.token=-1",), "distill.token"),
     (("distill.temperature=0",), "distill.temperature"),
+    (("distill.dropout=1",), "distill.dropout"),
+    (("distill.dropout=-0.1",), "distill.dropout"),
     (("distill.epochs_per_stage=1", "distill.logit=0", "distill.token=0"), "distill.logit"),
     (("trainer.accelerator=tpu",), "trainer.accelerator"),
     (("trainer.devices=0",), "trainer.devices"),

@@ -116,3 +116,64 @@ def test_an_embedders_pooler_is_frozen_and_the_rest_trains() -> None:
     classifier = build_model(TINY_BERT, "classification", num_labels=2)
     ZipLMModule(classifier, copy.deepcopy(classifier), DistillWeights(0.0, 1.0, 1.0))
     assert all(p.requires_grad for p in classifier.parameters())
+
+
+def test_set_dropout_reaches_every_kind_of_dropout_and_puts_it_back() -> None:
+    import transformers
+
+    from ziplm.core.distill import set_dropout
+
+    opt = transformers.OPTForCausalLM(
+        transformers.OPTConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
+                               max_position_embeddings=32, word_embed_proj_dim=16, dropout=0.1, attention_dropout=0.2)
+    )  # fmt: skip
+    bert = build_model(TINY_BERT, "base", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    for model in (opt, bert):
+        before = {(n, k): v for n, m in model.named_modules() for k, v in _dropouts(m).items()}
+        assert before and any(v > 0 for v in before.values())
+        restore = set_dropout(model, 0.0)
+        assert all(v == 0.0 for m in model.modules() for v in _dropouts(m).values())
+        model.train()
+        ids = torch.randint(3, 40, (2, 6))
+        torch.testing.assert_close(model(input_ids=ids)[0], model(input_ids=ids)[0])  # in train mode: no noise
+        restore()
+        assert {(n, k): v for n, m in model.named_modules() for k, v in _dropouts(m).items()} == before
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        set_dropout(bert, 1.0)
+
+
+def _dropouts(module: nn.Module) -> dict[str, float]:
+    if isinstance(module, nn.Dropout):
+        return {"p": module.p}
+    return {k: v for k in ("dropout", "attention_dropout") if isinstance(v := getattr(module, k, None), float)}
+
+
+def test_a_stage_without_dropout_trains_deterministically_and_keeps_the_members_dropout(tmp_path: Path) -> None:
+    """distill.dropout=0: two fits from the same start under different seeds end equal only if no dropout noise
+    was drawn; the student's dropout is back at its config value afterwards."""
+    import lightning as L
+
+    torch.manual_seed(0)
+    teacher = build_model(TINY_BERT, "base", hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3).eval()
+    start = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for parameter in start.encoder.parameters():  # type: ignore[union-attr]
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    ids, mask = token_batch(batch=1, seq=10, pad_from=5)
+    rows = datasets.Dataset.from_dict({"input_ids": ids.tolist() * 16, "attention_mask": mask.tolist() * 16})
+    rows = rows.with_format("torch", columns=["input_ids", "attention_mask"])
+    # One batch of 16 equal rows: one step, the same whatever order the loader shuffles them in.
+    trainer = {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 1, "batch_size": 16,
+               "eval_batch_size": 16}  # fmt: skip
+    pooling = Pooling("mean", normalize=True)
+    ends = {}
+    for name, dropout, seed in (("off-a", 0.0, 1), ("off-b", 0.0, 2), ("on-a", None, 1), ("on-b", None, 2)):
+        student = copy.deepcopy(start)
+        L.seed_everything(seed)  # only the dropout masks depend on it
+        settings = DistillSettings(epochs_per_stage=1, learning_rate=1e-3, dropout=dropout)
+        distill_stage(student, teacher, rows, settings, trainer, tmp_path / name, torch.device("cpu"), pooling=pooling)
+        ends[name] = torch.cat([p.detach().flatten() for p in student.encoder.parameters()])  # type: ignore[union-attr]
+        assert {m.p for m in student.modules() if isinstance(m, nn.Dropout)} == {0.3}
+    assert not torch.equal(ends["off-a"], torch.cat([p.detach().flatten() for p in start.encoder.parameters()]))  # type: ignore[union-attr]
+    torch.testing.assert_close(ends["off-a"], ends["off-b"])  # no dropout: the seed does not matter ...
+    assert not torch.allclose(ends["on-a"], ends["on-b"])  # ... with the model's dropout it does

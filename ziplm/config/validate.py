@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from omegaconf import DictConfig, OmegaConf
 
 from ziplm.config.baselines import parse_baselines
+from ziplm.config.distill_checks import check_distill
 from ziplm.config.embedding_checks import check_embedding
 from ziplm.config.eval_checks import check_eval
 from ziplm.config.instantiable import check_callbacks, check_logger, check_trainer  # the _target_ groups
@@ -139,7 +140,7 @@ def validate_config(cfg: DictConfig) -> None:
         "hardware": lambda values: _check_hardware(values, dims),
         "pruner": lambda values: _check_pruner(values, dims, _plain(cfg, "trainer") or {}),
         "search": lambda values: _check_search(values, str(cfg.schedule.name) if "schedule" in cfg else "oneshot"),
-        "distill": _check_distill,
+        "distill": lambda values: check_distill(_Group("distill", values)),
         "teacher": _check_teacher,
         "schedule": _check_schedule,
         "trainer": _check_trainer,
@@ -318,22 +319,6 @@ def _check_search(values: Mapping[str, Any], schedule: str) -> None:
     g.number("speedup_ci", 0.01, "(0, 1)", note=" (0.01 = time until the speedup's ~95% interval is within 1%)")
     g.number("speedup_tolerance", 0.03, "[0, 1)", note=" (0.03 = measured within 3% of the target)")
     g.integer("speedup_corrections", 0, 2, note=" (0 = trust the latency table)")
-
-
-def _check_distill(values: Mapping[str, Any]) -> None:
-    g = _Group("distill", values)
-    epochs = g.number("epochs_per_stage", 1, "[0, inf)", note=" (0 = no distillation)")
-    g.number("learning_rate", 5e-5, "(0, inf)")
-    for key in ("task", "logit", "token"):
-        g.number(key, 1.0, "[0, inf)")
-    g.number("temperature", 2.0, "(0, inf)")
-    if epochs and not any(values[k] for k in ("task", "logit", "token")):
-        g.fail(
-            "logit",
-            f"> 0 (or distill.task, distill.token) with distill.epochs_per_stage={epochs:g}: with every "
-            "distillation weight 0 nothing would be trained",
-            1.0,
-        )
 
 
 def _check_teacher(values: Mapping[str, Any]) -> None:

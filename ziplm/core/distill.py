@@ -8,10 +8,11 @@ every layer's output hidden state can be matched token by token. Layer-dropping 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ziplm.core.settings import DistillSettings as DistillSettings  # re-exported: their home is torch-free
 from ziplm.core.settings import DistillWeights as DistillWeights
@@ -126,3 +127,34 @@ def regression_distillation_loss(student_outputs: torch.Tensor, teacher_outputs:
     if student_outputs.shape != teacher_outputs.shape:
         raise ValueError(f"student outputs {tuple(student_outputs.shape)} vs teacher {tuple(teacher_outputs.shape)}")
     return F.mse_loss(student_outputs.float(), teacher_outputs.float())
+
+
+# Float attributes some attention classes read their dropout from instead of an nn.Dropout (OPT, Llama).
+_DROPOUT_ATTRIBUTES = ("dropout", "attention_dropout")
+
+
+def set_dropout(model: nn.Module, p: float) -> Callable[[], None]:
+    """Set every dropout of `model` to `p` — its ``nn.Dropout`` modules and the float dropout attributes some
+    attention classes use — and return a function that puts the original values back.
+
+    Distillation of a student that must reproduce its teacher (a sentence embedder) trains without dropout
+    (`DistillSettings.dropout`); the member saved afterwards keeps the model's own dropout.
+    """
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {p}")
+    saved: list[tuple[object, str, float]] = []
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            saved.append((module, "p", module.p))
+            module.p = p
+        for name in _DROPOUT_ATTRIBUTES:
+            value = getattr(module, name, None)
+            if isinstance(value, float) and not isinstance(module, nn.Dropout):
+                saved.append((module, name, value))
+                setattr(module, name, p)
+
+    def restore() -> None:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+    return restore

@@ -33,6 +33,10 @@ class DistillSettings:
     logit: float = 1.0  # λ_logit: KL to the teacher's logits (·T²)
     token: float = 1.0  # λ_token: layer-wise hidden-state MSE
     temperature: float = 2.0
+    # Dropout probability of the student while it is distilled (null = the model's own). 0 suits a student
+    # that must reproduce the teacher's outputs exactly (sentence embedders): with little data, dropout's
+    # noise costs more fidelity than its regularisation buys. The saved member keeps its config's dropout.
+    dropout: float | None = None
 
     @property
     def weights(self) -> DistillWeights:

@@ -51,6 +51,7 @@ def distill_stage(
         layer_pairs=layer_pairs,
         regression=regression,
         pooling=pooling,
+        dropout=settings.dropout,
     )
     data = TaskDataModule(train_features, None, int(trainer["batch_size"]), int(trainer["eval_batch_size"]))
     with metrics_prefix(logger, stage):  # this stage's curves apart from the others'

@@ -20,6 +20,7 @@ from ziplm.core.distill import (
     logit_distillation_loss,
     paired_hidden_states,
     regression_distillation_loss,
+    set_dropout,
     token_distillation_loss,
 )
 from ziplm.core.embedding import Pooling, embedding_distillation_loss, pool
@@ -71,6 +72,7 @@ class ZipLMModule(L.LightningModule):
         pooling: the student is a sentence embedder (task kind ``embedding``): there are no labels and no
             logits, so the λ_logit term matches the pooled embeddings instead (`embedding_distillation_loss`:
             1 − cos plus a scaled MSE), next to the usual layer-wise token term.
+        dropout: the student's dropout probability during the fit (None: the model's own); put back after.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class ZipLMModule(L.LightningModule):
         layer_pairs: Sequence[tuple[int, int]] | None = None,
         regression: bool = False,
         pooling: Pooling | None = None,
+        dropout: float | None = None,
     ) -> None:
         super().__init__()
         if teacher is not None and weights is None:
@@ -104,9 +107,11 @@ class ZipLMModule(L.LightningModule):
         self.layer_pairs = list(layer_pairs) if layer_pairs is not None else None
         self.regression = regression
         self.pooling = pooling
+        self.dropout = dropout
 
     def on_fit_start(self) -> None:
         self.model.train()  # stitched/loaded students arrive in eval mode (dropout off)
+        self._restore_dropout = set_dropout(self.model, self.dropout) if self.dropout is not None else None
         # The teacher is shared with the rest of the run (evaluated, timed, stitched from): it visits this
         # process's device for the fit and goes back where it was afterwards. Never cast: mixed precision
         # autocasts its forward, and "*-true" half precisions are refused by the config validation.
@@ -115,6 +120,9 @@ class ZipLMModule(L.LightningModule):
             teacher.to(self.device)
 
     def on_fit_end(self) -> None:
+        restore = getattr(self, "_restore_dropout", None)
+        if restore is not None:
+            restore()
         for teacher, home in zip(self._teacher, getattr(self, "_teacher_home", []), strict=False):
             teacher.to(home)
 
