@@ -1,5 +1,5 @@
 """Label-free sentence embeddings through the CLI: a tiny family from a local text file, whose members carry
-the fidelity metrics and their pooling, ``ziplm eval`` of a member, and bad input as one line each."""
+the fidelity and retrieval metrics and their pooling, ``ziplm eval`` of a member, and bad input as one line each."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.data.test_retrieval_data import write_mteb
+from tests.eval.test_retrieval_metrics import _brute_force
 from ziplm.config.paths import REPO_ROOT
+from ziplm.data.retrieval import load_retrieval
+from ziplm.data.spec import TaskSpec
 
 TINY = (
     "experiment=smoke", "task=embed-bbc", "task.max_train_samples=64", "task.max_eval_samples=24",
@@ -19,6 +23,7 @@ TINY = (
     "hardware.repetitions=2", "search.speedup_rounds=2", "search.spdy_loss_samples=16",
 )  # fmt: skip
 METRICS = ("mean_cosine", "pairwise_spearman", "nn_top1", "nn_top10")
+RETRIEVAL = ("retrieval/ndcg@10", "retrieval/recall@10", "retrieval/mrr@10")
 
 
 def _ziplm(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -39,8 +44,9 @@ def _texts(path: Path, count: int = 120) -> Path:
 @pytest.fixture(scope="module")
 def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("embedding")
-    data = _texts(work / "mine.txt")
-    done = _ziplm("run", *TINY, f"task.data_files.train={data}", f"output_root={work}", cwd=work)
+    data, mteb = _texts(work / "mine.txt"), write_mteb(work / "mteb")
+    done = _ziplm("run", *TINY, f"task.data_files.train={data}", f"task.retrieval={mteb}", f"output_root={work}",
+                  cwd=work)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "using mean pooling" in done.stdout  # tiny-bert has no pooling config: said in one line
     (run,) = (work / "run" / "smoke").iterdir()
@@ -63,16 +69,46 @@ def test_members_carry_the_fidelity_metrics_and_their_pooling(family: Path) -> N
 
 
 @pytest.mark.slow
+def test_retrieval_scores_of_dense_and_members_match_a_brute_force(family: Path) -> None:
+    import torch
+    import transformers
+
+    dense = json.loads((family / "dense_metrics.json").read_text())
+    members = [json.loads((family / "family" / t / "metrics.json").read_text()) for t in ("1.5x", "2x")]
+    assert all(0 <= record[f"metric/{name}"] <= 1 for record in (dense, *members) for name in RETRIEVAL)
+    member = family / "family" / "2x"
+    teacher = json.loads((member / "embedding.json").read_text())["reference"]["teacher"]
+    model, tokenizer = (
+        transformers.AutoModel.from_pretrained(teacher).eval(),
+        transformers.AutoTokenizer.from_pretrained(member),
+    )
+    found = load_retrieval(TaskSpec(name="m", kind="embedding", metric="embedding_fidelity", text_keys=("text",),
+                                    retrieval=str(family.parents[2] / "mteb"), max_eval_samples=24))  # fmt: skip
+    assert found is not None
+
+    def embed(texts: list[str]) -> torch.Tensor:  # mean pooling over real tokens, as the run's (no pooling config)
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+        with torch.no_grad():
+            states = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        return (states * mask).sum(1) / mask.sum(1)
+
+    expected = _brute_force(embed(found.queries), embed(found.corpus), found.query_ids, found.doc_ids, found.qrels)
+    assert {name: dense[f"metric/retrieval/{name}"] for name in expected} == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.slow
 def test_eval_of_a_member_reproduces_its_fidelity(family: Path, tmp_path: Path) -> None:
     member = family / "family" / "2x"
     data = sorted(family.parents[2].glob("mine.txt"))[0]
-    done = _ziplm("eval", f"checkpoint={member}", *TINY, f"task.data_files.train={data}",
+    mteb = family.parents[2] / "mteb"
+    done = _ziplm("eval", f"checkpoint={member}", *TINY, f"task.data_files.train={data}", f"task.retrieval={mteb}",
                   f"output_root={tmp_path}", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     (record,) = tmp_path.glob("eval/*/*/eval.json")
     scores = json.loads(record.read_text())["results"]["validation"]
     saved = json.loads((member / "metrics.json").read_text())
-    assert scores == pytest.approx({name: saved[f"metric/{name}"] for name in METRICS}, abs=1e-6)
+    assert scores == pytest.approx({name: saved[f"metric/{name}"] for name in (*METRICS, *RETRIEVAL)}, abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -83,6 +119,8 @@ def test_eval_of_a_member_reproduces_its_fidelity(family: Path, tmp_path: Path) 
         (("distill.task=1",), "distill.task must be 0 for task.kind=embedding"),
         (("task.label_key=label",), "kind 'embedding' is label-free"),
         (("task.num_labels=5",), "task.num_labels=null"),
+        (("task.retrieval=scifact",), "task.retrieval=scifact is no builtin retrieval set"),
+        (("task.retrieval=./no/such/folder",), "missing corpus.jsonl, queries.jsonl, qrels/test.tsv"),
     ],
 )
 def test_bad_input_is_one_line_before_any_work(tmp_path: Path, args: tuple[str, ...], message: str) -> None:

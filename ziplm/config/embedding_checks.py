@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from ziplm.data.retrieval_spec import check_retrieval
 from ziplm.data.spec import check_text_file
 
 ENCODER_FAMILIES = ("bert",)  # families whose bare encoder is a sentence embedder (ziplm.models.build)
@@ -21,7 +22,8 @@ def check_embedding(cfg: DictConfig) -> None:
     """Refuse settings that make no sense without labels or without an encoder.
 
     Raises:
-        ValueError: a decoder model, a labelled pruner or task-loss distillation weight, an empty text file.
+        ValueError: a decoder model, a labelled pruner or task-loss distillation weight, an empty text file, a
+            retrieval set that is no builtin or lacks MTEB's files.
     """
     task: Any = cfg.get("task")
     if task is None or task.get("kind") != "embedding":
@@ -30,6 +32,8 @@ def check_embedding(cfg: DictConfig) -> None:
     for split, path in files.items():
         if path is not None:
             check_text_file(str(path), f"task.data_files.{split}")
+    if task.get("retrieval") is not None:  # an unknown builtin, a folder lacking MTEB's files or columns
+        check_retrieval(str(task.retrieval))
     if str(cfg.get("command", "run")) not in PRUNING_COMMANDS:
         return
     family = cfg.model.get("family")

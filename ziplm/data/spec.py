@@ -60,6 +60,10 @@ class TaskSpec:
         stride: LM perplexity: new tokens scored per sliding window (≤ ``max_seq_length``).
         max_train_samples: Keep a seeded random subset of this many training rows, or all.
         max_eval_samples: Keep a fixed random subset of this many rows of each eval split, or all.
+        retrieval: Embedding tasks: a retrieval set scored next to fidelity (nDCG@10, Recall@10, MRR@10):
+            ``bbc-headlines``, an MTEB-layout folder or a Hub MTEB id (``ziplm.data.retrieval_spec``); None: none.
+        retrieval_max_queries: Score a fixed sample of this many retrieval queries, or all; the corpus keeps
+            their relevant documents plus distractors up to ``max_eval_samples`` documents.
     """
 
     name: str
@@ -79,6 +83,8 @@ class TaskSpec:
     stride: int = 512
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    retrieval: str | None = None
+    retrieval_max_queries: int | None = None
 
     def __post_init__(self) -> None:
         # Hydra hands over lists; freeze them so the spec is immutable all the way down.
@@ -143,6 +149,11 @@ def _validate(spec: TaskSpec) -> None:
         )
     if spec.kind == "embedding":
         _validate_embedding(spec, where)
+    elif spec.retrieval is not None:
+        raise ValueError(
+            f"{where}: task.retrieval={spec.retrieval} scores sentence embeddings, but kind is {spec.kind!r}; "
+            "set task.retrieval=null or use an embedding task (e.g. task=embed-bbc)"
+        )
     elif spec.metric in EMBEDDING_METRICS:
         raise ValueError(f"{where}: metric {spec.metric!r} scores sentence embeddings: set task.kind=embedding")
     if spec.kind not in ("lm", "embedding") and not spec.label_key:
@@ -186,7 +197,7 @@ def _validate_lengths(spec: TaskSpec, where: str) -> None:
         raise ValueError(
             f"{where}: doc_stride must be in [1, max_seq_length={spec.max_seq_length}), got {spec.doc_stride}"
         )
-    for field_name in ("max_train_samples", "max_eval_samples"):
+    for field_name in ("max_train_samples", "max_eval_samples", "retrieval_max_queries"):
         value = getattr(spec, field_name)
         if value is not None and value < 1:
             raise ValueError(f"{where}: {field_name} must be >= 1 or null, got {value}")

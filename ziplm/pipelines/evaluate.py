@@ -25,6 +25,7 @@ from ziplm.pipelines.embedding import checkpoint_scores
 from ziplm.pipelines.outputs import run_dir
 from ziplm.pipelines.placement import eval_precision, run_device
 from ziplm.pipelines.ranks import start_ranks
+from ziplm.pipelines.retrieval import retrieval_scores
 from ziplm.report.provenance import write_provenance
 
 
@@ -60,6 +61,10 @@ def run_evaluate(cfg: DictConfig) -> None:
     if task.kind == "embedding":  # label-free: fidelity to the dense model; no Lightning phase: rank 0 scores
         fallback = model_spec(cfg)
         results = on_main(lambda: checkpoint_scores(source, model, task, splits, tokenizer, fallback, batch, precision))
+        if task.retrieval is not None:  # the member's retrieval scores, next to its headline split's fidelity
+            results[task.eval_split] |= on_main(
+                lambda: retrieval_scores(source, model, task, tokenizer, batch, precision)
+            )
     for split in [] if task.kind == "embedding" else task.eval_splits:
         examples = splits[split]
         features = build_features(examples, tokenizer, task, train=False)

@@ -33,6 +33,7 @@ from ziplm.models.io import count_encoder_parameters
 from ziplm.models.pooling import write_pooling
 from ziplm.pipelines.embedding import EmbeddingReference
 from ziplm.pipelines.placement import eval_precision
+from ziplm.pipelines.retrieval import RetrievalReference
 from ziplm.pruning.block_importance import influential_layers
 from ziplm.pruning.layerdrop import (
     choose_layer_count,
@@ -73,6 +74,10 @@ class Family:
         data, batch = self.data, int(self.settings.trainer["eval_batch_size"])
         splits = {data.task.eval_split: (data.eval_examples, data.eval_features), **data.extra_eval}
         self.embedding["dense"] = EmbeddingReference(dense, self.pooling, data.task, splits, batch, self.eval_precision)
+        # ``task.retrieval``: nDCG/Recall/MRR@10 next to fidelity, same pooling and precision (None: unset)
+        self.embedding["retrieval"] = RetrievalReference.of(
+            data.task, data.tokenizer, self.pooling, batch, self.eval_precision, dense
+        )
         self.embedding["reference"] = dict(reference)
 
     @property
@@ -96,7 +101,8 @@ class Family:
         """The task metric on the evaluation split, plus every further split's as ``<split>/<metric>`` (MNLI-mm)."""
         if self.pooling is not None:  # sentence embeddings: fidelity to the dense model's (`use_dense`),
             # no Lightning phase: each rank would encode every split itself, so rank 0 does and hands it on
-            return on_main(lambda: self.embedding["dense"].scores(model))  # type: ignore[no-any-return]
+            reference, retrieval = self.embedding["dense"], self.embedding.get("retrieval")
+            return on_main(lambda: reference.scores(model) | (retrieval.scores(model) if retrieval else {}))  # type: ignore[no-any-return]
         data, trainer = self.data, self.settings.trainer
         batch, precision = int(trainer["eval_batch_size"]), self.eval_precision
         metrics = dict(evaluate(model, data.task, data.eval_examples, data.eval_features, trainer, batch, precision))
