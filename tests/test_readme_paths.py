@@ -203,6 +203,8 @@ PATHS: tuple[UserPath, ...] = (
     run("ziplm run experiment=minilm-bbc-family", *MINILM, slow=True),
     run("ziplm run experiment=minilm-embedding-family", *MINILM, slow=True),
     run(OWN_TEXT, "model=tiny-bert", *MINILM),  # builds the embedding member the next line scores
+    run("ziplm run experiment=minilm-embedding-family task.retrieval=bbc-headlines", "model=tiny-bert", *MINILM,
+        "task.retrieval_max_queries=4"),  # the offline retrieval set, built from BBC News, scored on a tiny model
     run("ziplm eval checkpoint=<family/2x> task=embed-bbc", "model=tiny-bert", "task.max_eval_samples=32",
         "task.max_seq_length=32", check="eval", fill={"<family/2x>": EMB}),
     run("ziplm run -m experiment=minilm-bbc-baselines", *MINILM, "logger=none", slow=True),
